@@ -1,0 +1,52 @@
+"""ONNX files made on demand for runners, cached by weights, shape and precision."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+#: Default cache folder (git-ignored); MSTPP_CACHE_DIR overrides it.
+CACHE_DIR = Path(__file__).resolve().parents[2] / "build" / "cache"
+
+
+def weights_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """Short content hash of a state dict (names and values)."""
+    h = hashlib.sha1()
+    for name in sorted(state_dict):
+        h.update(name.encode())
+        h.update(state_dict[name].detach().cpu().float().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def cached_onnx(state_dict: Mapping[str, torch.Tensor], shape: tuple[int, int, int, int],
+                precision: str = "fp32", dynamic: bool = False) -> Path:
+    """Path of a simplified MST++ ONNX for ``shape`` (B, 3, H, W), exporting it if needed."""
+    from architecture import build_model
+
+    from ..onnx_export import export_onnx, simplify
+    from ..onnx_fp16 import convert_to_fp16
+
+    cache = Path(os.environ.get("MSTPP_CACHE_DIR", CACHE_DIR))
+    cache.mkdir(parents=True, exist_ok=True)
+    b, _, h, w = shape
+    tag = "dyn" if dynamic else f"{b}x{h}x{w}"
+    stem = f"mstpp_{weights_digest(state_dict)}_{tag}"
+    fp32 = cache / f"{stem}_fp32.onnx"
+    if not fp32.is_file():
+        model = build_model("mst_plus_plus")
+        model.load_state_dict(state_dict)
+        raw = cache / f"{stem}.raw.onnx"
+        export_onnx(model, raw, b, h, w, dynamic=dynamic)
+        simplify(raw, fp32)
+        raw.unlink()
+    if precision == "fp32":
+        return fp32
+    if precision == "fp16":
+        fp16 = cache / f"{stem}_fp16.onnx"
+        if not fp16.is_file():
+            convert_to_fp16(fp32, fp16)
+        return fp16
+    raise ValueError(f"no ONNX precision {precision!r}")

@@ -1,0 +1,238 @@
+"""MST++ -> ONNX: export, simplification, a weight map in the metadata, and checks.
+
+The exported file carries two metadata entries so that later steps never guess:
+``mstpp.model`` (the model name) and ``mstpp.weight_map`` (JSON: state-dict name -> [initializer
+name, transposed?]). ``get_weights.py`` and the TensorRT network builder read weights through it,
+never through exporter-generated initializer names.
+"""
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from collections import Counter
+from contextlib import redirect_stdout
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import UserError
+
+INPUT_NAME = "rgb"
+OUTPUT_NAME = "cube"
+MODEL_KEY = "mstpp.model"
+WEIGHT_MAP_KEY = "mstpp.weight_map"
+#: Smallest H/W of the dynamic-shape export (the exporter needs a lower bound above the padding).
+DYNAMIC_MIN_SIZE = 16
+DYNAMIC_MAX_SIZE = 8192
+DYNAMIC_MAX_BATCH = 256
+
+
+def _onnx():
+    import onnx
+
+    return onnx
+
+
+def choose_exporter(opset: int, exporter: str = "auto") -> str:
+    """``auto``: the TorchScript exporter up to opset 17 (it emits exactly the opset asked for; the
+    dynamo exporter cannot down-convert reflect ``Pad`` below 18), the dynamo exporter from 18 on."""
+    if exporter not in ("auto", "dynamo", "torchscript"):
+        raise UserError(f"unknown exporter {exporter!r}; use auto, dynamo or torchscript")
+    if opset < 17:
+        raise UserError(f"opset {opset} is too old: LayerNormalization needs opset >= 17")
+    if exporter == "auto":
+        return "torchscript" if opset <= 17 else "dynamo"
+    if exporter == "dynamo" and opset < 18:
+        raise UserError("the dynamo exporter writes opset >= 18 for MST++ (reflect Pad); "
+                        "use --opset 18 or --exporter torchscript")
+    return exporter
+
+
+def export_onnx(model: nn.Module, path: str | Path, batch: int = 1, height: int = 512, width: int = 482,
+                dynamic: bool = False, opset: int = 17, exporter: str = "auto") -> Path:
+    """Export ``model`` (MST++, eval mode, float32) for input [batch, 3, height, width].
+
+    With ``dynamic`` the batch and spatial dims are symbolic (``batch``, ``height``, ``width``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kind = choose_exporter(opset, exporter)
+    example = torch.rand(batch, 3, height, width)
+    model = model.eval().float().cpu()
+    kwargs: dict = {}
+    if dynamic and kind == "dynamo":
+        dims = {0: torch.export.Dim("batch", min=1, max=DYNAMIC_MAX_BATCH),
+                2: torch.export.Dim("height", min=DYNAMIC_MIN_SIZE, max=DYNAMIC_MAX_SIZE),
+                3: torch.export.Dim("width", min=DYNAMIC_MIN_SIZE, max=DYNAMIC_MAX_SIZE)}
+        kwargs["dynamic_shapes"] = {"x": dims}
+    elif dynamic:
+        axes = {0: "batch", 2: "height", 3: "width"}
+        kwargs["dynamic_axes"] = {INPUT_NAME: axes, OUTPUT_NAME: axes}
+    # The exporters narrate every step on stdout and warn about their own deprecations; the CLI
+    # prints its own summary instead.
+    with warnings.catch_warnings(), redirect_stdout(io.StringIO()), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          opset_version=opset, dynamo=(kind == "dynamo"), external_data=False, **kwargs)
+    proto = _onnx().load(str(path))
+    if dynamic and kind == "dynamo":
+        _name_output_dims(proto)
+    attach_weight_map(proto, model.state_dict())
+    _onnx().save(proto, str(path))
+    return path
+
+
+def _name_output_dims(proto) -> None:
+    # The dynamo exporter names the output's spatial dims after their symbolic formula; the cube
+    # always has the input's size, so say so.
+    dims = proto.graph.output[0].type.tensor_type.shape.dim
+    for i, name in ((0, "batch"), (2, "height"), (3, "width")):
+        dims[i].ClearField("dim_value")
+        dims[i].dim_param = name
+
+
+def op_counts(proto) -> Counter:
+    """Node count by op type (top-level graph)."""
+    return Counter(node.op_type for node in proto.graph.node)
+
+
+def simplify(path_in: str | Path, path_out: str | Path, tool: str = "onnxslim") -> Path:
+    """Simplify with onnxslim (pure Python, keeps opset and dynamic dims) or onnxsim.
+
+    The weight map is recomputed afterwards because simplifiers rename and fold initializers.
+    """
+    onnx = _onnx()
+    proto = onnx.load(str(path_in))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if tool == "onnxslim":
+        try:
+            import onnxslim
+        except ImportError:
+            raise UserError("onnxslim is not installed (pip install onnxslim), or use --simplifier none") from None
+        with redirect_stdout(io.StringIO()):
+            slim = onnxslim.slim(proto)
+    elif tool == "onnxsim":
+        try:
+            import onnxsim
+        except ImportError:
+            raise UserError("onnxsim is not installed (pip install onnxsim), or use --simplifier onnxslim") from None
+        slim, ok = onnxsim.simplify(proto)
+        if not ok:
+            raise RuntimeError("onnxsim could not validate the simplified model")
+    else:
+        raise UserError(f"unknown simplifier {tool!r}; use onnxslim, onnxsim or none")
+    state = weights_from_map(proto, json.loads(meta[WEIGHT_MAP_KEY])) if WEIGHT_MAP_KEY in meta else None
+    if state is not None:
+        attach_weight_map(slim, state)
+    onnx.save(slim, str(path_out))
+    return Path(path_out)
+
+
+def _initializers(proto) -> dict[str, np.ndarray]:
+    from onnx import numpy_helper
+
+    return {init.name: numpy_helper.to_array(init) for init in proto.graph.initializer}
+
+
+def attach_weight_map(proto, state_dict: Mapping[str, torch.Tensor | np.ndarray]) -> None:
+    """Find each parameter among the initializers (as is, or transposed as exporters do for
+    Linear weights) and record the mapping in the model's metadata."""
+    inits = _initializers(proto)
+    by_shape: dict[tuple[int, ...], list[str]] = {}
+    for name, arr in inits.items():
+        by_shape.setdefault(tuple(arr.shape), []).append(name)
+    mapping: dict[str, list] = {}
+    for pname, tensor in state_dict.items():
+        value = tensor.detach().cpu().numpy() if isinstance(tensor, torch.Tensor) else np.asarray(tensor)
+        found = None
+        for transposed, target in ((False, value), (True, value.T if value.ndim == 2 else None)):
+            if target is None:
+                continue
+            for iname in by_shape.get(tuple(target.shape), []):
+                if np.array_equal(inits[iname], target):
+                    found = [iname, transposed]
+                    break
+            if found:
+                break
+        if found is None:
+            # A parameter folded into another constant cannot be recovered; say which.
+            continue
+        mapping[pname] = found
+    _set_meta(proto, MODEL_KEY, "MST_Plus_Plus")
+    _set_meta(proto, WEIGHT_MAP_KEY, json.dumps(mapping, separators=(",", ":")))
+
+
+def _set_meta(proto, key: str, value: str) -> None:
+    for prop in proto.metadata_props:
+        if prop.key == key:
+            prop.value = value
+            return
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = key, value
+
+
+def weights_from_map(proto, mapping: Mapping[str, list]) -> dict[str, np.ndarray]:
+    """State dict recovered through a weight map: {parameter name: float32 array}."""
+    inits = _initializers(proto)
+    out = {}
+    for pname, (iname, transposed) in mapping.items():
+        arr = inits[iname]
+        out[pname] = np.ascontiguousarray(arr.T if transposed else arr).astype(np.float32)
+    return out
+
+
+def check_mstpp_onnx(path: str | Path):
+    """Load an ONNX file and make sure it is an MST++ export: rgb [B, 3, H, W] -> [B, 31, H, W].
+
+    Returns the loaded ModelProto. Raises UserError with a one-line reason otherwise.
+    """
+    onnx = _onnx()
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"ONNX file not found: {path}")
+    try:
+        proto = onnx.load(str(path))
+    except Exception as exc:  # protobuf raises DecodeError and friends
+        raise UserError(f"{path}: not a readable ONNX file ({type(exc).__name__})") from None
+
+    def dims(value_info) -> list:
+        return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
+
+    inputs = [i for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
+    if len(inputs) != 1 or len(proto.graph.output) != 1:
+        raise UserError(f"{path}: has {len(inputs)} inputs and {len(proto.graph.output)} outputs; "
+                        "an MST++ model has one RGB input and one cube output")
+    din, dout = dims(inputs[0]), dims(proto.graph.output[0])
+    if len(din) != 4 or din[1] != 3 or len(dout) != 4 or dout[1] != 31:
+        raise UserError(f"{path}: maps {din} to {dout}; MST++ maps [B, 3, H, W] to [B, 31, H, W]")
+    return proto
+
+
+def ort_session(path: str | Path, providers: list | None = None, threads: int | None = None):
+    """An onnxruntime InferenceSession (CPU by default) with full graph optimisation."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise UserError("onnxruntime is not installed (pip install onnxruntime)") from None
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
+
+
+def compare_with_torch(path: str | Path, model: nn.Module, x: torch.Tensor) -> dict[str, float]:
+    """Run the ONNX file with onnxruntime (CPU) and the model with PyTorch on ``x`` [B, 3, H, W];
+    return max abs error, max rel error (|d| / max|ref|) and the reference's max |value|."""
+    sess = ort_session(path)
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        ref = model.eval().float()(x).numpy()
+    diff = np.abs(got.astype(np.float64) - ref)
+    scale = float(np.abs(ref).max()) or 1.0
+    return {"max_abs": float(diff.max()), "max_rel": float(diff.max() / scale), "ref_max": scale,
+            "shape": list(got.shape)}

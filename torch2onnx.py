@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Export MST++ to ONNX, check it, simplify it, and verify it against PyTorch with onnxruntime.
+
+Examples:
+  python torch2onnx.py                                   # 1x3x512x482, opset 17, onnxslim
+  python torch2onnx.py --dynamic --onnx_path model/mstpp_dynamic.onnx
+  python torch2onnx.py --weights ckpt.pth --batch_size 4 --simplifier none
+
+Writes <onnx_path> (simplified unless --simplifier none) and prints node counts by op type before
+and after simplification, and the max abs / rel error of onnxruntime (CPU) against PyTorch.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mstpp.cli import add_shape_args, add_weights_arg, run_cli
+
+DEFAULT_ONNX = Path("model") / "mstpp.onnx"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--onnx_path", "--onnx-path", type=Path, default=DEFAULT_ONNX,
+                   help=f"output ONNX file (default {DEFAULT_ONNX})")
+    add_shape_args(p)
+    add_weights_arg(p)
+    p.add_argument("--dynamic", action="store_true",
+                   help="symbolic batch, height and width (any size; TensorRT then needs a shape profile)")
+    p.add_argument("--opset", type=int, default=17,
+                   help="ONNX opset (default 17: the first with native LayerNormalization)")
+    p.add_argument("--exporter", choices=("auto", "torchscript", "dynamo"), default="auto",
+                   help="torch exporter (auto: torchscript for opset 17, dynamo for 18 and later)")
+    p.add_argument("--simplifier", choices=("onnxslim", "onnxsim", "none"), default="onnxslim",
+                   help="graph simplifier (default onnxslim: pure Python, keeps opset and dynamic dims)")
+    p.add_argument("--verify-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                   help="spatial size of the onnxruntime check (default: the export size, or 64 60 "
+                        "for --dynamic, which also exercises the padding)")
+    p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime comparison")
+    return p.parse_args(argv)
+
+
+def _print_counts(title: str, counts) -> None:
+    total = sum(counts.values())
+    body = ", ".join(f"{op} {n}" for op, n in counts.most_common())
+    print(f"{title}: {total} nodes ({body})")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import onnx
+    import torch
+
+    from mstpp.onnx_export import check_mstpp_onnx, compare_with_torch, export_onnx, op_counts, simplify
+    from mstpp.weights import load_model
+
+    model, source = load_model(args.weights)
+    print(source.description)
+    out = args.onnx_path
+    raw = out.with_name(out.stem + ".raw.onnx") if args.simplifier != "none" else out
+    shape = f"{'dynamic' if args.dynamic else args.batch_size}x3x{args.height}x{args.width}"
+    print(f"exporting MST++ {shape}, opset {args.opset} -> {raw}")
+    export_onnx(model, raw, args.batch_size, args.height, args.width, args.dynamic, args.opset, args.exporter)
+    onnx.checker.check_model(str(raw), full_check=True)
+    _print_counts("exported", op_counts(onnx.load(str(raw))))
+    if args.simplifier != "none":
+        simplify(raw, out, args.simplifier)
+        onnx.checker.check_model(str(out), full_check=True)
+        _print_counts(f"{args.simplifier}", op_counts(onnx.load(str(out))))
+        raw.unlink()
+    check_mstpp_onnx(out)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    if not args.no_verify:
+        if args.verify_size:
+            h, w = args.verify_size
+        elif args.dynamic:
+            h, w = 64, 60
+        else:
+            h, w = args.height, args.width
+        b = 2 if args.dynamic else args.batch_size
+        x = torch.rand(b, 3, h, w, generator=torch.Generator().manual_seed(0))
+        res = compare_with_torch(out, model, x)
+        print(f"onnxruntime vs PyTorch on {b}x3x{h}x{w}: max abs err {res['max_abs']:.3e}, "
+              f"max rel err {res['max_rel']:.3e} (relative to max |output| {res['ref_max']:.3g})")
+        if not res["max_abs"] < 1e-3:
+            print("error: onnxruntime disagrees with PyTorch beyond 1e-3", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
