@@ -2,7 +2,7 @@
 
 The exported file carries two metadata entries so that later steps never guess:
 ``mstpp.model`` (the model name) and ``mstpp.weight_map`` (JSON: state-dict name -> [initializer
-name, transposed?]). ``get_weights.py`` and the TensorRT network builder read weights through it,
+name, transposed?, shape]). ``get_weights.py`` and the TensorRT network builder read weights through it,
 never through exporter-generated initializer names.
 """
 from __future__ import annotations
@@ -139,29 +139,26 @@ def _initializers(proto) -> dict[str, np.ndarray]:
 
 
 def attach_weight_map(proto, state_dict: Mapping[str, torch.Tensor | np.ndarray]) -> None:
-    """Find each parameter among the initializers (as is, or transposed as exporters do for
-    Linear weights) and record the mapping in the model's metadata."""
+    """Find each parameter among the initializers and record the mapping in the model's metadata.
+
+    Exporters store a parameter as is, transposed (Linear weights in a MatMul) or reshaped (our
+    Linear-as-1x1-convolution weights gain two unit dims), so all three are matched by value.
+    """
     inits = _initializers(proto)
-    by_shape: dict[tuple[int, ...], list[str]] = {}
+    by_size: dict[int, list[str]] = {}
     for name, arr in inits.items():
-        by_shape.setdefault(tuple(arr.shape), []).append(name)
+        by_size.setdefault(arr.size, []).append(name)
     mapping: dict[str, list] = {}
     for pname, tensor in state_dict.items():
         value = tensor.detach().cpu().numpy() if isinstance(tensor, torch.Tensor) else np.asarray(tensor)
-        found = None
-        for transposed, target in ((False, value), (True, value.T if value.ndim == 2 else None)):
-            if target is None:
-                continue
-            for iname in by_shape.get(tuple(target.shape), []):
-                if np.array_equal(inits[iname], target):
-                    found = [iname, transposed]
-                    break
-            if found:
+        for iname in by_size.get(value.size, []):
+            arr = inits[iname]
+            if np.array_equal(arr.reshape(value.shape), value):
+                mapping[pname] = [iname, False, list(value.shape)]
                 break
-        if found is None:
-            # A parameter folded into another constant cannot be recovered; say which.
-            continue
-        mapping[pname] = found
+            if value.ndim == 2 and arr.shape == value.T.shape and np.array_equal(arr, value.T):
+                mapping[pname] = [iname, True, list(value.shape)]
+                break
     _set_meta(proto, MODEL_KEY, "MST_Plus_Plus")
     _set_meta(proto, WEIGHT_MAP_KEY, json.dumps(mapping, separators=(",", ":")))
 
@@ -179,9 +176,9 @@ def weights_from_map(proto, mapping: Mapping[str, list]) -> dict[str, np.ndarray
     """State dict recovered through a weight map: {parameter name: float32 array}."""
     inits = _initializers(proto)
     out = {}
-    for pname, (iname, transposed) in mapping.items():
-        arr = inits[iname]
-        out[pname] = np.ascontiguousarray(arr.T if transposed else arr).astype(np.float32)
+    for pname, (iname, transposed, shape) in mapping.items():
+        arr = inits[iname].T if transposed else inits[iname].reshape(shape)
+        out[pname] = np.ascontiguousarray(arr, dtype=np.float32)
     return out
 
 
