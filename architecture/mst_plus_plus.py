@@ -64,6 +64,8 @@ class SpectralMSA(nn.Module):
             GELU(),
             nn.Conv2d(dim, dim, 3, 1, 1, bias=False, groups=dim),
         )
+        # No parameters: a named point where hooks (INT8 calibration) can see the input of ``proj``.
+        self.attn_out = nn.Identity()
         self.dim = dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -79,7 +81,7 @@ class SpectralMSA(nn.Module):
         k = l2_normalize(per_head(_pointwise(x, self.to_k)))
         attn = (k @ q.transpose(-2, -1)) * self.rescale  # [B, h, d, d]
         attn = attn.softmax(dim=-1)
-        out = (attn @ per_head(v_img)).reshape(b, c, h, w)
+        out = self.attn_out((attn @ per_head(v_img)).reshape(b, c, h, w))
         return _pointwise(out, self.proj) + self.pos_emb(v_img)
 
 

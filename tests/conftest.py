@@ -46,6 +46,15 @@ def golden_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def arad_image(golden_dir) -> Path:
+    """The real ARAD_1K RGB frame (482x512) that ships beside the golden case."""
+    for candidate in (golden_dir / "data", golden_dir.parent / "data"):
+        if (candidate / "ARAD_1K_0912.jpg").is_file():
+            return candidate / "ARAD_1K_0912.jpg"
+    pytest.skip("ARAD_1K_0912.jpg not found beside the golden case")
+
+
+@pytest.fixture(scope="session")
 def golden(golden_dir) -> dict[str, np.ndarray]:
     with np.load(golden_dir / "mstpp_golden.npz") as data:
         return {k: data[k] for k in data.files}

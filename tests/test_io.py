@@ -36,8 +36,8 @@ def test_npy_in_both_layouts(tmp_path):
     assert np.allclose(read_rgb(tmp_path / "hwc.npy"), read_rgb(tmp_path / "chw.npy"))
 
 
-def test_real_arad_image(golden_dir):
-    x = read_rgb(golden_dir.parent / "data" / "ARAD_1K_0912.jpg")
+def test_real_arad_image(arad_image):
+    x = read_rgb(arad_image)
     assert x.shape == (3, 482, 512) and x.min() == 0 and x.max() == 1
 
 

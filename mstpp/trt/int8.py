@@ -1,0 +1,89 @@
+"""INT8 for both TensorRT routes, from the same calibration images (calibrator.py).
+
+* network API: per-module activation ranges (``mstpp.calibration``) become Q/DQ scales.
+* ONNX parser: onnxruntime's static quantizer writes an explicit Q/DQ ONNX (QDQ format, per-channel
+  weights, symmetric activations) with only Conv quantized, so LayerNorm, L2Norm, softmax and the
+  residual adds stay in floating point, as the precision policy asks.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ..calibration import calibrate, calibration_images, load_amax, save_cache
+from ..errors import UserError
+
+
+def activation_ranges(args: argparse.Namespace, state: Mapping[str, torch.Tensor],
+                      weights: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """{module: amax} from ``--calib-cache``, or calibrate now and save ``<plan>.calib.json``."""
+    from ..backends.onnx_cache import weights_digest
+    from .network import conv_module_names
+
+    if args.calib_cache:
+        amax = load_amax(args.calib_cache)
+    else:
+        images = calibration_images()
+        ranges = calibrate(state, images)
+        path = save_cache(Path(str(args.plan_path) + ".calib.json"), ranges, "percentile", 99.99, len(images),
+                          weights_digest(state))
+        print(f"calibrated on {len(images)} images -> {path}")
+        amax = load_amax(path)
+    missing = [m for m in conv_module_names(weights) if m not in amax]
+    if missing:
+        raise UserError(f"calibration cache lacks {len(missing)} modules (first: {missing[0]}); recalibrate")
+    return amax
+
+
+def fit_image(img: np.ndarray, height: int, width: int) -> np.ndarray:
+    """[3, h, w] -> [3, height, width]: transposed when that fits exactly (ARAD frames are 482x512,
+    the benchmark shape 512x482), else resized; calibration statistics survive either."""
+    if img.shape[1:] == (height, width):
+        return img
+    if img.shape[1:] == (width, height):
+        return np.ascontiguousarray(img.transpose(0, 2, 1))
+    import cv2
+
+    resized = cv2.resize(img.transpose(1, 2, 0), (width, height), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(resized.transpose(2, 0, 1))
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over a list of [3, H, W] images (one image per batch)."""
+
+    def __init__(self, input_name: str, images: Sequence[np.ndarray]) -> None:
+        self.items = iter([{input_name: img[None].astype(np.float32)} for img in images])
+
+    def get_next(self):
+        return next(self.items, None)
+
+
+def quantize_onnx(onnx_in: str | Path, onnx_out: str | Path, images: Sequence[np.ndarray],
+                  method: str = "percentile") -> Path:
+    """Write an explicit Q/DQ INT8 ONNX (Conv only) calibrated on ``images``."""
+    try:
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    except ImportError:
+        raise UserError("INT8 ONNX needs onnxruntime's quantization tools (pip install onnxruntime)") from None
+    import onnx
+
+    methods = {"max": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+               "entropy": CalibrationMethod.Entropy}
+    if method not in methods:
+        raise UserError(f"unknown calibration method {method!r}; use {', '.join(methods)}")
+    graph_input = onnx.load(str(onnx_in), load_external_data=False).graph.input[0]
+    dims = [d.dim_value for d in graph_input.type.tensor_type.shape.dim]
+    if dims[2] > 0 and dims[3] > 0:  # a static ONNX accepts only its own H x W
+        images = [fit_image(img, dims[2], dims[3]) for img in images]
+    quantize_static(str(onnx_in), str(onnx_out), _Reader(graph_input.name, images), quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=["Conv"], per_channel=True, activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8, calibrate_method=methods[method],
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                                   "CalibPercentile": 99.99,
+                                   # TensorRT dequantizes INT8 only; INT32 Q/DQ biases do not parse.
+                                   "QuantizeBias": False})
+    return Path(onnx_out)
