@@ -1,0 +1,240 @@
+"""ctypes bindings to the MST++ CUDA kernels in ``plugins/build/libmstpp_kernels.so``.
+
+The functions take and return torch CUDA tensors and run on the current CUDA stream. Build the library with
+``make -C plugins``; the environment variable ``MSTPP_KERNELS_LIB`` points at another build. The library is
+loaded on the first call, so importing this module costs nothing and works without a GPU.
+
+Precision: storage is float32, float16 or bfloat16; all statistics and arithmetic are float32.
+"""
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "KernelLibraryError",
+    "library_path",
+    "layer_norm_rows",
+    "layer_norm_nchw",
+    "l2_normalize",
+    "gelu",
+]
+
+LIBRARY_NAME = "libmstpp_kernels.so"
+DEFAULT_BUILD_DIR = Path(__file__).resolve().parent.parent / "plugins" / "build"
+ENV_VAR = "MSTPP_KERNELS_LIB"
+LAYERNORM_MAX_C = 1024  # MSTPP_LAYERNORM_MAX_C in mstpp_kernels.h
+
+_lib: Optional[ctypes.CDLL] = None
+_lib_lock = threading.Lock()
+
+
+class KernelLibraryError(RuntimeError):
+    """The kernel library is missing or cannot be loaded, or a kernel launch failed."""
+
+
+def library_path() -> Path:
+    """Where the kernel library is looked for: ``$MSTPP_KERNELS_LIB`` if set, else ``plugins/build/``."""
+    override = os.environ.get(ENV_VAR)
+    return Path(override) if override else DEFAULT_BUILD_DIR / LIBRARY_NAME
+
+
+def _load() -> ctypes.CDLL:
+    global _lib
+    with _lib_lock:
+        if _lib is not None:
+            return _lib
+        path = library_path()
+        if not path.is_file():
+            raise KernelLibraryError(f"{path} not found: run `make -C plugins` (or set {ENV_VAR})")
+        try:
+            lib = ctypes.CDLL(str(path))
+        except OSError as exc:
+            raise KernelLibraryError(f"cannot load {path} ({exc}): run `make -C plugins`") from exc
+        c_int, c_i64, c_float, c_void_p = ctypes.c_int, ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
+        lib.mstpp_error_string.argtypes = [c_int]
+        lib.mstpp_error_string.restype = ctypes.c_char_p
+        lib.mstpp_layernorm_rows.argtypes = [c_void_p, c_void_p, c_void_p, c_void_p, c_i64, c_int, c_float, c_int,
+                                             c_void_p]
+        lib.mstpp_layernorm_nchw.argtypes = [c_void_p, c_void_p, c_void_p, c_void_p, c_i64, c_int, c_i64, c_float,
+                                             c_int, c_void_p]
+        lib.mstpp_l2norm_workspace_size.argtypes = [c_i64, c_i64]
+        lib.mstpp_l2norm_workspace_size.restype = ctypes.c_size_t
+        lib.mstpp_l2norm_rows.argtypes = [c_void_p, c_void_p, c_i64, c_i64, c_float, c_int, c_void_p, c_void_p]
+        lib.mstpp_gelu.argtypes = [c_void_p, c_void_p, c_i64, c_int, c_void_p]
+        for name in ("mstpp_layernorm_rows", "mstpp_layernorm_nchw", "mstpp_l2norm_rows", "mstpp_gelu"):
+            getattr(lib, name).restype = c_int
+        _lib = lib
+        return lib
+
+
+def _dtype_code(x: "torch.Tensor", name: str) -> int:
+    import torch
+
+    codes = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+    if x.dtype not in codes:
+        raise ValueError(f"{name} must be float32, float16 or bfloat16, got {x.dtype}")
+    return codes[x.dtype]
+
+
+def _check_input(x: "torch.Tensor", name: str, min_dim: int) -> int:
+    if not x.is_cuda:
+        raise ValueError(f"{name} must be a CUDA tensor, got device {x.device}")
+    if x.dim() < min_dim:
+        raise ValueError(f"{name} must have at least {min_dim} dims, got shape {tuple(x.shape)}")
+    if not x.is_contiguous():
+        raise ValueError(f"{name} must be contiguous")
+    return _dtype_code(x, name)
+
+
+def _check_affine(x: "torch.Tensor", gamma: "torch.Tensor", beta: "torch.Tensor", channels: int) -> None:
+    import torch
+
+    for name, t in (("gamma", gamma), ("beta", beta)):
+        if t.dtype != torch.float32:
+            raise ValueError(f"{name} must be float32 (affine parameters stay FP32), got {t.dtype}")
+        if t.device != x.device:
+            raise ValueError(f"{name} must be on {x.device}, got {t.device}")
+        if t.numel() != channels or not t.is_contiguous():
+            raise ValueError(f"{name} must be a contiguous tensor of {channels} elements, got shape {tuple(t.shape)}")
+    if not 1 <= channels <= LAYERNORM_MAX_C:
+        raise ValueError(f"channel count must be in [1, {LAYERNORM_MAX_C}], got {channels}")
+
+
+def _output(x: "torch.Tensor", out: "Optional[torch.Tensor]") -> "torch.Tensor":
+    import torch
+
+    if out is None:
+        return torch.empty_like(x, memory_format=torch.contiguous_format)
+    if out.shape != x.shape or out.dtype != x.dtype or out.device != x.device:
+        raise ValueError(f"out must match x ({tuple(x.shape)}, {x.dtype}, {x.device}), "
+                         f"got ({tuple(out.shape)}, {out.dtype}, {out.device})")
+    if not out.is_contiguous():
+        raise ValueError("out must be contiguous")
+    if out.data_ptr() < x.data_ptr() + x.numel() * x.element_size() and \
+            x.data_ptr() < out.data_ptr() + out.numel() * out.element_size():
+        raise ValueError("out must not overlap x (the kernels do not work in place)")
+    return out
+
+
+def _stream(x: "torch.Tensor") -> int:
+    import torch
+
+    return torch.cuda.current_stream(x.device).cuda_stream
+
+
+def _raise_on_error(lib: ctypes.CDLL, code: int, what: str) -> None:
+    if code != 0:
+        raise KernelLibraryError(f"{what} failed: {lib.mstpp_error_string(code).decode()} (code {code})")
+
+
+def layer_norm_rows(x: "torch.Tensor", gamma: "torch.Tensor", beta: "torch.Tensor", eps: float = 1e-5,
+                    out: "Optional[torch.Tensor]" = None) -> "torch.Tensor":
+    """LayerNorm over the last dim, as ``F.layer_norm(x, (C,), gamma, beta, eps)``.
+
+    Args:
+        x: [..., C] contiguous CUDA tensor, float32/float16/bfloat16.
+        gamma, beta: [C] float32 on the same device.
+        eps: added to the (biased) variance.
+        out: optional preallocated result (same shape and dtype as x, contiguous, not overlapping x).
+
+    Returns:
+        [..., C], same dtype as x.
+    """
+    import torch
+
+    dtype = _check_input(x, "x", 1)
+    channels = x.shape[-1]
+    _check_affine(x, gamma, beta, channels)
+    y = _output(x, out)
+    lib = _load()
+    with torch.cuda.device(x.device):
+        code = lib.mstpp_layernorm_rows(x.data_ptr(), y.data_ptr(), gamma.data_ptr(), beta.data_ptr(),
+                                        x.numel() // max(channels, 1), channels, eps, dtype, _stream(x))
+    _raise_on_error(lib, code, "mstpp_layernorm_rows")
+    return y
+
+
+def layer_norm_nchw(x: "torch.Tensor", gamma: "torch.Tensor", beta: "torch.Tensor", eps: float = 1e-5,
+                    out: "Optional[torch.Tensor]" = None) -> "torch.Tensor":
+    """LayerNorm over dim 1 of an NCHW tensor, without permutes.
+
+    Equal to ``F.layer_norm(x.permute(0, 2, 3, 1), (C,), gamma, beta, eps).permute(0, 3, 1, 2)``.
+
+    Args:
+        x: [B, C, H, W] (or [B, C, L]) contiguous CUDA tensor, float32/float16/bfloat16.
+        gamma, beta: [C] float32 on the same device.
+        eps: added to the (biased) variance.
+        out: optional preallocated result (same shape and dtype as x, contiguous, not overlapping x).
+
+    Returns:
+        Same shape and dtype as x.
+    """
+    import torch
+
+    dtype = _check_input(x, "x", 3)
+    batch, channels = x.shape[0], x.shape[1]
+    _check_affine(x, gamma, beta, channels)
+    hw = math.prod(x.shape[2:])
+    y = _output(x, out)
+    lib = _load()
+    with torch.cuda.device(x.device):
+        code = lib.mstpp_layernorm_nchw(x.data_ptr(), y.data_ptr(), gamma.data_ptr(), beta.data_ptr(), batch,
+                                        channels, hw, eps, dtype, _stream(x))
+    _raise_on_error(lib, code, "mstpp_layernorm_nchw")
+    return y
+
+
+def l2_normalize(x: "torch.Tensor", eps: float = 1e-12,
+                 out: "Optional[torch.Tensor]" = None) -> "torch.Tensor":
+    """L2 normalisation along the last dim, as ``F.normalize(x, dim=-1, eps=eps)``.
+
+    Args:
+        x: [..., L] contiguous CUDA tensor, float32/float16/bfloat16 (in MST++: [B, heads, 31, H*W]).
+        eps: lower bound of the norm.
+        out: optional preallocated result (same shape and dtype as x, contiguous, not overlapping x).
+
+    Returns:
+        Same shape and dtype as x. The sum of squares is accumulated in float32.
+    """
+    import torch
+
+    dtype = _check_input(x, "x", 1)
+    length = x.shape[-1]
+    rows = x.numel() // length if length else 0
+    y = _output(x, out)
+    lib = _load()
+    workspace = torch.empty(lib.mstpp_l2norm_workspace_size(rows, length), dtype=torch.uint8, device=x.device)
+    with torch.cuda.device(x.device):
+        code = lib.mstpp_l2norm_rows(x.data_ptr(), y.data_ptr(), rows, length, eps, dtype, workspace.data_ptr(),
+                                     _stream(x))
+    _raise_on_error(lib, code, "mstpp_l2norm_rows")
+    return y
+
+
+def gelu(x: "torch.Tensor", out: "Optional[torch.Tensor]" = None) -> "torch.Tensor":
+    """Exact (erf) GELU, as ``F.gelu(x)`` with the default ``approximate='none'``.
+
+    Args:
+        x: any shape, contiguous CUDA tensor, float32/float16/bfloat16.
+        out: optional preallocated result (same shape and dtype as x, contiguous, not overlapping x).
+
+    Returns:
+        Same shape and dtype as x, computed in float32.
+    """
+    import torch
+
+    dtype = _check_input(x, "x", 0)
+    y = _output(x, out)
+    lib = _load()
+    with torch.cuda.device(x.device):
+        code = lib.mstpp_gelu(x.data_ptr(), y.data_ptr(), x.numel(), dtype, _stream(x))
+    _raise_on_error(lib, code, "mstpp_gelu")
+    return y

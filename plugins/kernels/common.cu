@@ -1,0 +1,62 @@
+// Host helpers shared by the kernel files, and the error strings of the C ABI.
+#include <atomic>
+
+#include "common.cuh"
+
+namespace mstpp
+{
+
+int device_sm_count(int* status)
+{
+    // Grid sizing asks on every call; the attribute query is cheap but not free, and device count is small.
+    constexpr int kMaxDevices = 64;
+    static std::atomic<int> cache[kMaxDevices];
+    int device = 0;
+    cudaError_t err = cudaGetDevice(&device);
+    if (err != cudaSuccess)
+    {
+        *status = static_cast<int>(err);
+        return 0;
+    }
+    if (device < kMaxDevices)
+    {
+        int const cached = cache[device].load(std::memory_order_relaxed);
+        if (cached > 0)
+        {
+            return cached;
+        }
+    }
+    int sms = 0;
+    err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    if (err != cudaSuccess)
+    {
+        *status = static_cast<int>(err);
+        return 0;
+    }
+    if (device < kMaxDevices)
+    {
+        cache[device].store(sms, std::memory_order_relaxed);
+    }
+    return sms;
+}
+
+} // namespace mstpp
+
+extern "C" const char* mstpp_error_string(int code)
+{
+    switch (code)
+    {
+    case MSTPP_OK: return "success";
+    case MSTPP_ERR_NULL_POINTER: return "a required pointer is NULL";
+    case MSTPP_ERR_BAD_SHAPE: return "bad shape: a size is negative or the problem is too large for one launch";
+    case MSTPP_ERR_BAD_DTYPE: return "unsupported dtype (0 = float32, 1 = float16, 2 = bfloat16)";
+    case MSTPP_ERR_UNSUPPORTED_WIDTH: return "LayerNorm channel count must be in [1, 1024]";
+    case MSTPP_ERR_BAD_EPS: return "eps must be finite and >= 0";
+    default: break;
+    }
+    if (code > 0)
+    {
+        return cudaGetErrorString(static_cast<cudaError_t>(code));
+    }
+    return "unknown mstpp error code";
+}

@@ -1,0 +1,627 @@
+// TensorRT IPluginV3 wrappers for the MST++ kernels; see mstppPlugins.h and plugins/README.md.
+//
+// Built twice by the Makefile. MSTPP_STATIC_REGISTRATION=1 registers the creators when the library is loaded
+// (ctypes.CDLL, trtexec --staticPlugins); =0 exports getCreators/setLoggerFinder instead, for
+// IPluginRegistry::loadLibrary (trtexec --dynamicPlugins, --setPluginsToSerialize), which refuses creators that
+// are already registered.
+#include "mstppPlugins.h"
+
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "mstpp_kernels.h"
+
+#ifndef MSTPP_STATIC_REGISTRATION
+#define MSTPP_STATIC_REGISTRATION 1
+#endif
+
+namespace mstpp
+{
+namespace trt
+{
+namespace
+{
+
+constexpr char const* kPluginVersion = "1";
+constexpr char const* kPluginNamespace = "";
+constexpr int32_t kFailure = 1;
+
+std::atomic<ILoggerFinder*> gLoggerFinder{nullptr};
+
+void logError(char const* message) noexcept
+{
+    ILogger* logger = nullptr;
+    if (ILoggerFinder* finder = gLoggerFinder.load())
+    {
+        logger = finder->findLogger();
+    }
+    if (logger == nullptr)
+    {
+        logger = ::getLogger();
+    }
+    char line[512];
+    std::snprintf(line, sizeof(line), "[mstpp plugins] %s", message);
+    if (logger != nullptr)
+    {
+        logger->log(ILogger::Severity::kERROR, line);
+    }
+    else
+    {
+        std::fprintf(stderr, "%s\n", line);
+    }
+}
+
+// -1 for storage types the kernels do not handle.
+int32_t kernelDtype(DataType type) noexcept
+{
+    switch (type)
+    {
+    case DataType::kFLOAT: return MSTPP_DTYPE_FLOAT32;
+    case DataType::kHALF: return MSTPP_DTYPE_FLOAT16;
+    case DataType::kBF16: return MSTPP_DTYPE_BFLOAT16;
+    default: return -1;
+    }
+}
+
+bool isLinearStorage(PluginTensorDesc const& desc) noexcept
+{
+    return desc.format == TensorFormat::kLINEAR && kernelDtype(desc.type) >= 0;
+}
+
+// Product of dims [begin, end); -1 if any of them is unknown (build time, dynamic shapes).
+int64_t volume(Dims const& dims, int32_t begin, int32_t end) noexcept
+{
+    int64_t v = 1;
+    for (int32_t i = begin; i < end; ++i)
+    {
+        if (dims.d[i] < 0)
+        {
+            return -1;
+        }
+        v *= dims.d[i];
+    }
+    return v;
+}
+
+int32_t checkKernel(int status, char const* what) noexcept
+{
+    if (status == MSTPP_OK)
+    {
+        return 0;
+    }
+    char message[256];
+    std::snprintf(message, sizeof(message), "%s failed: %s", what, mstpp_error_string(status));
+    logError(message);
+    return kFailure;
+}
+
+bool readFloat(PluginField const& field, float& value) noexcept
+{
+    if (field.data == nullptr || field.length != 1)
+    {
+        return false;
+    }
+    if (field.type == PluginFieldType::kFLOAT32)
+    {
+        std::memcpy(&value, field.data, sizeof(float));
+        return true;
+    }
+    if (field.type == PluginFieldType::kFLOAT64)
+    {
+        double d = 0.0;
+        std::memcpy(&d, field.data, sizeof(double));
+        value = static_cast<float>(d);
+        return true;
+    }
+    return false;
+}
+
+bool readInt(PluginField const& field, int32_t& value) noexcept
+{
+    if (field.data == nullptr || field.length != 1 || field.type != PluginFieldType::kINT32)
+    {
+        return false;
+    }
+    std::memcpy(&value, field.data, sizeof(int32_t));
+    return true;
+}
+
+bool validEpsilon(float epsilon) noexcept
+{
+    return std::isfinite(epsilon) && epsilon >= 0.0F;
+}
+
+// Reads the creator fields into the named float/int outputs; logs and fails on anything else.
+struct FieldSpec
+{
+    char const* name;
+    float* f32;
+    int32_t* i32;
+};
+
+bool parseFields(char const* plugin, PluginFieldCollection const* fc, FieldSpec const* specs, int32_t nbSpecs) noexcept
+{
+    if (fc == nullptr)
+    {
+        return true;
+    }
+    for (int32_t i = 0; i < fc->nbFields; ++i)
+    {
+        PluginField const& field = fc->fields[i];
+        FieldSpec const* spec = nullptr;
+        for (int32_t s = 0; s < nbSpecs && field.name != nullptr; ++s)
+        {
+            if (std::strcmp(field.name, specs[s].name) == 0)
+            {
+                spec = &specs[s];
+            }
+        }
+        bool const ok = spec != nullptr
+            && (spec->f32 != nullptr ? readFloat(field, *spec->f32) : readInt(field, *spec->i32));
+        if (!ok)
+        {
+            char message[256];
+            std::snprintf(message, sizeof(message), "%s: unknown field or wrong type/length: '%s'", plugin,
+                field.name != nullptr ? field.name : "(null)");
+            logError(message);
+            return false;
+        }
+    }
+    return true;
+}
+
+} // namespace
+
+// ----------------------------------------------------------------------------------------------------------
+// PluginBase
+
+PluginBase::PluginBase(char const* name) noexcept
+    : mName(name)
+{
+}
+
+IPluginCapability* PluginBase::getCapabilityInterface(PluginCapabilityType type) noexcept
+{
+    switch (type)
+    {
+    case PluginCapabilityType::kCORE: return static_cast<IPluginV3OneCore*>(this);
+    case PluginCapabilityType::kBUILD: return static_cast<IPluginV3OneBuild*>(this);
+    case PluginCapabilityType::kRUNTIME: return static_cast<IPluginV3OneRuntime*>(this);
+    }
+    return nullptr;
+}
+
+char const* PluginBase::getPluginName() const noexcept
+{
+    return mName;
+}
+
+char const* PluginBase::getPluginVersion() const noexcept
+{
+    return kPluginVersion;
+}
+
+char const* PluginBase::getPluginNamespace() const noexcept
+{
+    return kPluginNamespace;
+}
+
+int32_t PluginBase::getNbOutputs() const noexcept
+{
+    return 1;
+}
+
+int32_t PluginBase::getOutputDataTypes(
+    DataType* outputTypes, int32_t nbOutputs, DataType const* inputTypes, int32_t nbInputs) const noexcept
+{
+    if (nbOutputs != 1 || nbInputs != this->nbInputs())
+    {
+        return kFailure;
+    }
+    outputTypes[0] = inputTypes[0];
+    return 0;
+}
+
+int32_t PluginBase::getOutputShapes(DimsExprs const* inputs, int32_t nbInputs, DimsExprs const* /*shapeInputs*/,
+    int32_t /*nbShapeInputs*/, DimsExprs* outputs, int32_t nbOutputs, IExprBuilder& /*exprBuilder*/) noexcept
+{
+    if (nbOutputs != 1 || nbInputs != this->nbInputs())
+    {
+        logError("wrong number of inputs or outputs");
+        return kFailure;
+    }
+    if (inputs[0].nbDims < minRank())
+    {
+        char message[128];
+        std::snprintf(message, sizeof(message), "%s needs an input of rank >= %d, got rank %d", mName, minRank(),
+            inputs[0].nbDims);
+        logError(message);
+        return kFailure;
+    }
+    outputs[0] = inputs[0];
+    return 0;
+}
+
+int32_t PluginBase::configurePlugin(DynamicPluginTensorDesc const* /*in*/, int32_t nbInputs,
+    DynamicPluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept
+{
+    return nbInputs == this->nbInputs() && nbOutputs == 1 ? 0 : kFailure;
+}
+
+int32_t PluginBase::onShapeChange(PluginTensorDesc const* /*in*/, int32_t nbInputs, PluginTensorDesc const* /*out*/,
+    int32_t nbOutputs) noexcept
+{
+    // Shapes are read from the descriptors in enqueue(); nothing is cached per shape.
+    return nbInputs == this->nbInputs() && nbOutputs == 1 ? 0 : kFailure;
+}
+
+IPluginV3* PluginBase::attachToContext(IPluginResourceContext* /*context*/) noexcept
+{
+    return clone();
+}
+
+PluginFieldCollection const* PluginBase::getFieldsToSerialize() noexcept
+{
+    try
+    {
+        mFields.clear();
+        collectFields();
+        mFieldCollection.nbFields = static_cast<int32_t>(mFields.size());
+        mFieldCollection.fields = mFields.data();
+        return &mFieldCollection;
+    }
+    catch (...)
+    {
+        logError("getFieldsToSerialize: out of memory");
+        return nullptr;
+    }
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// MstLayerNorm
+
+LayerNormPlugin::LayerNormPlugin(float epsilon, int32_t layout) noexcept
+    : PluginBase(kName)
+    , mEpsilon(epsilon)
+    , mLayout(layout)
+{
+}
+
+IPluginV3* LayerNormPlugin::clone() noexcept
+{
+    try
+    {
+        return new LayerNormPlugin(mEpsilon, mLayout);
+    }
+    catch (...)
+    {
+        return nullptr;
+    }
+}
+
+bool LayerNormPlugin::supportsFormatCombination(
+    int32_t pos, DynamicPluginTensorDesc const* inOut, int32_t nbInputs, int32_t nbOutputs) noexcept
+{
+    if (nbInputs != 3 || nbOutputs != 1 || pos < 0 || pos > 3)
+    {
+        return false;
+    }
+    PluginTensorDesc const& desc = inOut[pos].desc;
+    switch (pos)
+    {
+    case 0: return isLinearStorage(desc);
+    case 1:
+    case 2: return desc.format == TensorFormat::kLINEAR && desc.type == DataType::kFLOAT;
+    default: return desc.format == TensorFormat::kLINEAR && desc.type == inOut[0].desc.type;
+    }
+}
+
+int32_t LayerNormPlugin::configurePlugin(DynamicPluginTensorDesc const* in, int32_t nbInputs,
+    DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept
+{
+    if (PluginBase::configurePlugin(in, nbInputs, out, nbOutputs) != 0)
+    {
+        return kFailure;
+    }
+    Dims const& x = in[0].desc.dims;
+    int32_t const channelDim = mLayout == kNCHW ? 1 : x.nbDims - 1;
+    if ((mLayout == kNCHW && x.nbDims != 4) || channelDim < 0)
+    {
+        logError("MstLayerNorm: layout 1 needs a 4-D NCHW input, layout 0 an input of rank >= 1");
+        return kFailure;
+    }
+    int64_t const channels = x.d[channelDim];
+    if (channels > MSTPP_LAYERNORM_MAX_C)
+    {
+        logError("MstLayerNorm: the normalised dim must have at most 1024 elements");
+        return kFailure;
+    }
+    for (int32_t i = 1; i <= 2; ++i)
+    {
+        int64_t const n = volume(in[i].desc.dims, 0, in[i].desc.dims.nbDims);
+        if (channels > 0 && n >= 0 && n != channels)
+        {
+            logError("MstLayerNorm: gamma and beta must have as many elements as the normalised dim");
+            return kFailure;
+        }
+    }
+    return 0;
+}
+
+int32_t LayerNormPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* /*outputDesc*/,
+    void const* const* inputs, void* const* outputs, void* /*workspace*/, cudaStream_t stream) noexcept
+{
+    Dims const& x = inputDesc[0].dims;
+    auto const* gamma = static_cast<float const*>(inputs[1]);
+    auto const* beta = static_cast<float const*>(inputs[2]);
+    int32_t const dtype = kernelDtype(inputDesc[0].type);
+    if (mLayout == kNCHW)
+    {
+        int64_t const channels = x.d[1];
+        if (volume(inputDesc[1].dims, 0, inputDesc[1].dims.nbDims) != channels)
+        {
+            logError("MstLayerNorm: gamma does not match the channel dim");
+            return kFailure;
+        }
+        return checkKernel(mstpp_layernorm_nchw(inputs[0], outputs[0], gamma, beta, x.d[0],
+                               static_cast<int>(channels), volume(x, 2, 4), mEpsilon, dtype, stream),
+            "MstLayerNorm (NCHW)");
+    }
+    int64_t const channels = x.d[x.nbDims - 1];
+    if (volume(inputDesc[1].dims, 0, inputDesc[1].dims.nbDims) != channels)
+    {
+        logError("MstLayerNorm: gamma does not match the last dim");
+        return kFailure;
+    }
+    return checkKernel(mstpp_layernorm_rows(inputs[0], outputs[0], gamma, beta, volume(x, 0, x.nbDims - 1),
+                           static_cast<int>(channels), mEpsilon, dtype, stream),
+        "MstLayerNorm");
+}
+
+void LayerNormPlugin::collectFields() noexcept
+{
+    mFields.emplace_back("epsilon", &mEpsilon, PluginFieldType::kFLOAT32, 1);
+    mFields.emplace_back("layout", &mLayout, PluginFieldType::kINT32, 1);
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// MstL2Norm
+
+L2NormPlugin::L2NormPlugin(float epsilon) noexcept
+    : PluginBase(kName)
+    , mEpsilon(epsilon)
+{
+}
+
+IPluginV3* L2NormPlugin::clone() noexcept
+{
+    try
+    {
+        return new L2NormPlugin(mEpsilon);
+    }
+    catch (...)
+    {
+        return nullptr;
+    }
+}
+
+bool L2NormPlugin::supportsFormatCombination(
+    int32_t pos, DynamicPluginTensorDesc const* inOut, int32_t nbInputs, int32_t nbOutputs) noexcept
+{
+    if (nbInputs != 1 || nbOutputs != 1 || pos < 0 || pos > 1)
+    {
+        return false;
+    }
+    PluginTensorDesc const& desc = inOut[pos].desc;
+    return pos == 0 ? isLinearStorage(desc)
+                    : desc.format == TensorFormat::kLINEAR && desc.type == inOut[0].desc.type;
+}
+
+size_t L2NormPlugin::getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_t /*nbInputs*/,
+    DynamicPluginTensorDesc const* /*outputs*/, int32_t /*nbOutputs*/) const noexcept
+{
+    // The workspace only grows with rows and L, so the profile's max shape covers every shape it allows.
+    Dims const& x = inputs[0].max;
+    return mstpp_l2norm_workspace_size(volume(x, 0, x.nbDims - 1), x.d[x.nbDims - 1]);
+}
+
+int32_t L2NormPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* /*outputDesc*/,
+    void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept
+{
+    Dims const& x = inputDesc[0].dims;
+    return checkKernel(mstpp_l2norm_rows(inputs[0], outputs[0], volume(x, 0, x.nbDims - 1), x.d[x.nbDims - 1],
+                           mEpsilon, kernelDtype(inputDesc[0].type), workspace, stream),
+        "MstL2Norm");
+}
+
+void L2NormPlugin::collectFields() noexcept
+{
+    mFields.emplace_back("epsilon", &mEpsilon, PluginFieldType::kFLOAT32, 1);
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// MstGelu
+
+GeluPlugin::GeluPlugin() noexcept
+    : PluginBase(kName)
+{
+}
+
+IPluginV3* GeluPlugin::clone() noexcept
+{
+    try
+    {
+        return new GeluPlugin();
+    }
+    catch (...)
+    {
+        return nullptr;
+    }
+}
+
+bool GeluPlugin::supportsFormatCombination(
+    int32_t pos, DynamicPluginTensorDesc const* inOut, int32_t nbInputs, int32_t nbOutputs) noexcept
+{
+    if (nbInputs != 1 || nbOutputs != 1 || pos < 0 || pos > 1)
+    {
+        return false;
+    }
+    PluginTensorDesc const& desc = inOut[pos].desc;
+    return pos == 0 ? isLinearStorage(desc)
+                    : desc.format == TensorFormat::kLINEAR && desc.type == inOut[0].desc.type;
+}
+
+int32_t GeluPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* /*outputDesc*/,
+    void const* const* inputs, void* const* outputs, void* /*workspace*/, cudaStream_t stream) noexcept
+{
+    Dims const& x = inputDesc[0].dims;
+    return checkKernel(
+        mstpp_gelu(inputs[0], outputs[0], volume(x, 0, x.nbDims), kernelDtype(inputDesc[0].type), stream),
+        "MstGelu");
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// Creators
+
+CreatorBase::CreatorBase(char const* name, std::vector<PluginField> fields) noexcept
+    : mName(name)
+    , mFieldNames(std::move(fields))
+{
+    mFieldCollection.nbFields = static_cast<int32_t>(mFieldNames.size());
+    mFieldCollection.fields = mFieldNames.data();
+}
+
+char const* CreatorBase::getPluginName() const noexcept
+{
+    return mName;
+}
+
+char const* CreatorBase::getPluginVersion() const noexcept
+{
+    return kPluginVersion;
+}
+
+char const* CreatorBase::getPluginNamespace() const noexcept
+{
+    return kPluginNamespace;
+}
+
+PluginFieldCollection const* CreatorBase::getFieldNames() noexcept
+{
+    return &mFieldCollection;
+}
+
+LayerNormPluginCreator::LayerNormPluginCreator() noexcept
+    : CreatorBase(LayerNormPlugin::kName,
+        {PluginField("epsilon", nullptr, PluginFieldType::kFLOAT32, 1),
+            PluginField("layout", nullptr, PluginFieldType::kINT32, 1)})
+{
+}
+
+IPluginV3* LayerNormPluginCreator::createPlugin(
+    char const* /*name*/, PluginFieldCollection const* fc, TensorRTPhase /*phase*/) noexcept
+{
+    float epsilon = LayerNormPlugin::kDefaultEpsilon;
+    int32_t layout = LayerNormPlugin::kLAST_DIM;
+    FieldSpec const specs[] = {{"epsilon", &epsilon, nullptr}, {"layout", nullptr, &layout}};
+    if (!parseFields(LayerNormPlugin::kName, fc, specs, 2))
+    {
+        return nullptr;
+    }
+    if (!validEpsilon(epsilon) || (layout != LayerNormPlugin::kLAST_DIM && layout != LayerNormPlugin::kNCHW))
+    {
+        logError("MstLayerNorm: epsilon must be finite and >= 0, layout 0 (last dim) or 1 (NCHW)");
+        return nullptr;
+    }
+    try
+    {
+        return new LayerNormPlugin(epsilon, layout);
+    }
+    catch (...)
+    {
+        return nullptr;
+    }
+}
+
+L2NormPluginCreator::L2NormPluginCreator() noexcept
+    : CreatorBase(L2NormPlugin::kName, {PluginField("epsilon", nullptr, PluginFieldType::kFLOAT32, 1)})
+{
+}
+
+IPluginV3* L2NormPluginCreator::createPlugin(
+    char const* /*name*/, PluginFieldCollection const* fc, TensorRTPhase /*phase*/) noexcept
+{
+    float epsilon = L2NormPlugin::kDefaultEpsilon;
+    FieldSpec const specs[] = {{"epsilon", &epsilon, nullptr}};
+    if (!parseFields(L2NormPlugin::kName, fc, specs, 1))
+    {
+        return nullptr;
+    }
+    if (!validEpsilon(epsilon))
+    {
+        logError("MstL2Norm: epsilon must be finite and >= 0");
+        return nullptr;
+    }
+    try
+    {
+        return new L2NormPlugin(epsilon);
+    }
+    catch (...)
+    {
+        return nullptr;
+    }
+}
+
+GeluPluginCreator::GeluPluginCreator() noexcept
+    : CreatorBase(GeluPlugin::kName, {})
+{
+}
+
+IPluginV3* GeluPluginCreator::createPlugin(
+    char const* /*name*/, PluginFieldCollection const* fc, TensorRTPhase /*phase*/) noexcept
+{
+    if (!parseFields(GeluPlugin::kName, fc, nullptr, 0))
+    {
+        return nullptr;
+    }
+    try
+    {
+        return new GeluPlugin();
+    }
+    catch (...)
+    {
+        return nullptr;
+    }
+}
+
+#if MSTPP_STATIC_REGISTRATION
+REGISTER_TENSORRT_PLUGIN(LayerNormPluginCreator);
+REGISTER_TENSORRT_PLUGIN(L2NormPluginCreator);
+REGISTER_TENSORRT_PLUGIN(GeluPluginCreator);
+#endif
+
+} // namespace trt
+} // namespace mstpp
+
+#if !MSTPP_STATIC_REGISTRATION
+// TENSORRTAPI only exports when building TensorRT itself, and the library is built with hidden visibility.
+#define MSTPP_PLUGIN_EXPORT __attribute__((visibility("default")))
+
+extern "C" MSTPP_PLUGIN_EXPORT void setLoggerFinder(nvinfer1::ILoggerFinder* finder)
+{
+    mstpp::trt::gLoggerFinder.store(finder);
+}
+
+extern "C" MSTPP_PLUGIN_EXPORT nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators)
+{
+    static mstpp::trt::LayerNormPluginCreator layerNorm;
+    static mstpp::trt::L2NormPluginCreator l2Norm;
+    static mstpp::trt::GeluPluginCreator gelu;
+    static nvinfer1::IPluginCreatorInterface* const creators[] = {&layerNorm, &l2Norm, &gelu};
+    nbCreators = 3;
+    return creators;
+}
+#endif

@@ -1,0 +1,225 @@
+#!/usr/bin/env python3
+"""Benchmark the MST++ CUDA kernels against their PyTorch eager equivalents, in GB/s against copy bandwidth.
+
+Shapes are MST++'s at batch 1 and a 512x488 (padded) input, HW = 249,856:
+  LayerNorm rows   [249,856, C] for C = 31, 62, 124 (the issue's case: PyTorch's channel LayerNorm)
+  LayerNorm NCHW   [1, C, 512, 488]; PyTorch does permute -> layer_norm -> permute -> contiguous
+  L2Norm           [heads * 31, HW / 4^level] for the three levels (heads 1, 2, 4)
+  GELU             the FFN hidden state [4C, HW / 4^level] for the three levels
+Each case runs in float32 and float16. Timing: CUDA events around each call, warm-up, median of --runs
+calls, inputs rotated over enough buffers that the working set exceeds the L2 cache (a cache-resident
+input would flatter every kernel). Bandwidth counts the minimum traffic: every input element read once,
+every output element written once (gamma/beta ignored).
+
+Example:  python tools/bench_kernels.py --out docs/results/kernels_bench.json
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, Dict, List
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+TARGETS = {"layernorm": 0.70, "gelu": 0.80, "l2norm": 0.60}  # fraction of copy bandwidth, from the issue
+LAYERNORM_SPEEDUP_TARGET = 20.0
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=None, help="write results as JSON to this path")
+    parser.add_argument("--height", type=int, default=512, help="padded input height (default 512)")
+    parser.add_argument("--width", type=int, default=488, help="padded input width (default 488)")
+    parser.add_argument("--runs", type=int, default=100, help="timed calls per case, median reported (>= 50)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed calls before timing (default 10)")
+    args = parser.parse_args(argv)
+    if args.runs < 50:
+        parser.error("--runs must be >= 50")
+    return args
+
+
+def nvidia_smi(query: str) -> str | None:
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+
+
+def environment(torch) -> Dict:
+    props = torch.cuda.get_device_properties(0)
+    return {
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "gpu": props.name,
+        "sm_count": props.multi_processor_count,
+        "l2_cache_bytes": getattr(props, "L2_cache_size", None),
+        "compute_capability": f"{props.major}.{props.minor}",
+        "driver": nvidia_smi("driver_version"),
+        "clocks_sm_mem": nvidia_smi("clocks.sm,clocks.mem"),
+        "clocks_max_sm_mem": nvidia_smi("clocks.max.sm,clocks.max.mem"),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "python": platform.python_version(),
+    }
+
+
+class Timer:
+    def __init__(self, torch, runs: int, warmup: int):
+        self.torch, self.runs, self.warmup = torch, runs, warmup
+
+    def median_ms(self, fn: Callable[[int], object]) -> float:
+        """fn(i) runs one call on buffer set i; returns the median of CUDA-event times in ms."""
+        torch = self.torch
+        for i in range(self.warmup):
+            fn(i)
+        starts = [torch.cuda.Event(enable_timing=True) for _ in range(self.runs)]
+        ends = [torch.cuda.Event(enable_timing=True) for _ in range(self.runs)]
+        for i in range(self.runs):
+            starts[i].record()
+            fn(i)
+            ends[i].record()
+        torch.cuda.synchronize()
+        return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
+
+
+def buffer_count(bytes_per_set: int, l2_bytes: int) -> int:
+    """Enough input/output sets that cycling through them touches > 3x the L2 cache."""
+    return max(2, math.ceil(3 * l2_bytes / max(bytes_per_set, 1)))
+
+
+def copy_bandwidth(torch, timer: Timer) -> Dict:
+    n_bytes = 512 << 20
+    src = torch.empty(n_bytes, dtype=torch.uint8, device="cuda").random_()
+    dst = torch.empty_like(src)
+    ms = timer.median_ms(lambda i: dst.copy_(src))
+    return {"bytes_moved": 2 * n_bytes, "ms": ms, "gb_per_s": 2 * n_bytes / ms / 1e6}
+
+
+def run_cases(torch, kernels, args, timer: Timer, copy_gbs: float, l2_bytes: int) -> List[Dict]:
+    import torch.nn.functional as F
+
+    hw = args.height * args.width
+    results = []
+
+    def case(op: str, name: str, dtype, shape, ours: Callable, theirs: Callable, make_inputs: Callable):
+        elem = torch.tensor([], dtype=dtype).element_size()
+        numel = math.prod(shape)
+        moved = 2 * numel * elem
+        sets = [make_inputs() for _ in range(buffer_count(moved, l2_bytes))]
+        ours_ms = timer.median_ms(lambda i: ours(*sets[i % len(sets)]))
+        theirs_ms = timer.median_ms(lambda i: theirs(*sets[i % len(sets)]))
+        gbs = moved / ours_ms / 1e6
+        row = {
+            "op": op, "case": name, "dtype": str(dtype).replace("torch.", ""), "shape": list(shape),
+            "bytes_moved": moved, "buffers": len(sets),
+            "ms": ours_ms, "gb_per_s": gbs, "fraction_of_copy": gbs / copy_gbs,
+            "torch_ms": theirs_ms, "torch_gb_per_s": moved / theirs_ms / 1e6, "speedup": theirs_ms / ours_ms,
+            "target_fraction_of_copy": TARGETS[op],
+        }
+        row["meets_target"] = row["fraction_of_copy"] >= TARGETS[op] and (
+            op != "layernorm" or row["speedup"] >= LAYERNORM_SPEEDUP_TARGET)
+        results.append(row)
+        del sets
+
+    for dtype in (torch.float32, torch.float16):
+        for channels in (31, 62, 124):
+            shape = (hw, channels)
+
+            def make(shape=shape, channels=channels, dtype=dtype):
+                x = torch.randn(shape, device="cuda").to(dtype)
+                gamma = 1 + 0.1 * torch.randn(channels, device="cuda")
+                beta = 0.1 * torch.randn(channels, device="cuda")
+                return x, gamma, beta, gamma.to(dtype), beta.to(dtype), torch.empty_like(x)
+
+            case("layernorm", f"rows C={channels}", dtype, shape,
+                 lambda x, g, b, gt, bt, out: kernels.layer_norm_rows(x, g, b, out=out),
+                 lambda x, g, b, gt, bt, out: F.layer_norm(x, (x.shape[-1],), gt, bt, 1e-5), make)
+
+        for channels in (31, 62, 124):
+            shape = (1, channels, args.height, args.width)
+
+            def make(shape=shape, channels=channels, dtype=dtype):
+                x = torch.randn(shape, device="cuda").to(dtype)
+                gamma = 1 + 0.1 * torch.randn(channels, device="cuda")
+                beta = 0.1 * torch.randn(channels, device="cuda")
+                return x, gamma, beta, gamma.to(dtype), beta.to(dtype), torch.empty_like(x)
+
+            case("layernorm", f"NCHW C={channels}", dtype, shape,
+                 lambda x, g, b, gt, bt, out: kernels.layer_norm_nchw(x, g, b, out=out),
+                 lambda x, g, b, gt, bt, out: F.layer_norm(
+                     x.permute(0, 2, 3, 1), (x.shape[1],), gt, bt, 1e-5).permute(0, 3, 1, 2).contiguous(), make)
+
+        for level, heads in enumerate((1, 2, 4)):
+            shape = (heads * 31, hw // 4 ** level)
+
+            def make(shape=shape, dtype=dtype):
+                x = (4 * torch.randn(shape, device="cuda")).to(dtype)
+                return x, torch.empty_like(x)
+
+            case("l2norm", f"level {level} heads={heads}", dtype, shape,
+                 lambda x, out: kernels.l2_normalize(x, out=out),
+                 lambda x, out: F.normalize(x, dim=-1), make)
+
+        for level in range(3):
+            shape = (4 * 31 * 2 ** level, hw // 4 ** level)
+
+            def make(shape=shape, dtype=dtype):
+                x = (2 * torch.randn(shape, device="cuda")).to(dtype)
+                return x, torch.empty_like(x)
+
+            case("gelu", f"FFN level {level}", dtype, shape,
+                 lambda x, out: kernels.gelu(x, out=out), lambda x, out: F.gelu(x), make)
+    return results
+
+
+def print_table(copy: Dict, rows: List[Dict]) -> None:
+    print(f"device copy bandwidth: {copy['gb_per_s']:.0f} GB/s (read + write, {copy['bytes_moved'] >> 20} MiB)")
+    header = f"{'op':<10}{'case':<20}{'dtype':<9}{'ms':>9}{'GB/s':>8}{'%copy':>7}{'torch ms':>10}{'speedup':>9}  target"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['op']:<10}{r['case']:<20}{r['dtype']:<9}{r['ms']:>9.4f}{r['gb_per_s']:>8.0f}"
+              f"{100 * r['fraction_of_copy']:>6.0f}%{r['torch_ms']:>10.4f}{r['speedup']:>8.1f}x  "
+              f"{'ok' if r['meets_target'] else 'MISSED'}")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    if not torch.cuda.is_available():
+        print("bench_kernels: no CUDA GPU visible to torch; nothing to measure", file=sys.stderr)
+        return 2
+    from mstpp import kernels
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    timer = Timer(torch, args.runs, args.warmup)
+    env = environment(torch)
+    l2_bytes = env["l2_cache_bytes"] or (50 << 20)
+    copy = copy_bandwidth(torch, timer)
+    rows = run_cases(torch, kernels, args, timer, copy["gb_per_s"], l2_bytes)
+    print_table(copy, rows)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        result = {"environment": env, "protocol": {"runs": args.runs, "warmup": args.warmup, "statistic": "median",
+                                                   "timing": "CUDA events per call, rotating buffers > 3x L2",
+                                                   "height": args.height, "width": args.width},
+                  "copy_bandwidth": copy, "results": rows}
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+#!/usr/bin/env python3
+"""Run every kernel once on small, awkward shapes (partial tiles, odd widths, misaligned pointers), for
+`compute-sanitizer --tool memcheck python tools/sanitize_kernels.py`. Exits non-zero on any kernel error."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def main() -> int:
+    import torch
+
+    from mstpp import kernels
+
+    dev = "cuda"
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        for channels in (31, 62, 124, 7, 1024):
+            gamma = torch.ones(channels, device=dev)
+            beta = torch.zeros(channels, device=dev)
+            kernels.layer_norm_rows(torch.randn(67, channels, device=dev).to(dtype), gamma, beta)
+            kernels.layer_norm_nchw(torch.randn(2, channels, 9, 11, device=dev).to(dtype), gamma, beta)
+            kernels.layer_norm_nchw(torch.randn(1, channels, 8, 16, device=dev).to(dtype), gamma, beta)
+        storage = torch.randn(62 * 101 + 1, device=dev).to(dtype)
+        kernels.layer_norm_rows(storage[1:].view(101, 62), torch.ones(62, device=dev), torch.zeros(62, device=dev))
+        for rows, length in ((31, 3001), (62, 62_464), (3, 1)):
+            kernels.l2_normalize(torch.randn(rows, length, device=dev).to(dtype))
+        storage = torch.randn(31 * 1001 + 3, device=dev).to(dtype)
+        kernels.l2_normalize(storage[3:].view(31, 1001))
+        kernels.l2_normalize(storage[1:1 + 31 * 1001].view(31, 1001))
+        for n in (1, 9, 4097):
+            kernels.gelu(torch.randn(n, device=dev).to(dtype))
+        kernels.gelu(torch.randn(1001, device=dev).to(dtype)[1:])
+    torch.cuda.synchronize()
+    print("sanitize_kernels: all kernels ran")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
