@@ -1,0 +1,331 @@
+#!/usr/bin/env python
+"""Train MST++ on synthetic NTIRE-2022-style data generated on the fly (``mstpp.synth``).
+
+Recipe (MST++ paper/official code): Adam (betas 0.9, 0.999), lr 4e-4 with cosine decay to 1e-6,
+MRAE loss, 128 x 128 patches with random flips and 90-degree rotations. The MRAE denominator gets
+``+1e-3`` (``LOSS_EPS``) because synthetic labels can be ~0 in dark pixels / dark illuminant bands.
+
+Examples:
+    python train.py --minutes 18 --device cuda --amp bf16          # H100 run, saves model/mstpp_synthetic.pth
+    python train.py --minutes 18 --device cuda --amp bf16 --resume # continue from outputs/<name>.state.pt
+    python train.py --device cpu --patch 32 --iters 3 --batch-size 2 --val-every 0   # smoke test
+
+Weights are always written in fp32 (AMP only changes the compute dtype), in the official checkpoint
+layout via ``mstpp.weights.save_checkpoint``. The optimizer state needed for ``--resume`` goes to a
+separate state file under ``outputs/`` (git-ignored) so the committed checkpoint stays small.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from architecture import MST_Plus_Plus
+from mstpp.synth import SyntheticGenerator, eval_scene
+from mstpp.weights import check_state_dict, save_checkpoint
+
+LOSS_EPS = 1e-3
+DEFAULT_ITERS = 100_000
+LR_MIN = 1e-6
+REPO = Path(__file__).resolve().parent
+
+
+class ArgError(Exception):
+    """Bad command-line arguments: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse would print usage + message; keep it to one line
+        raise ArgError(message)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = _Parser(description="Train MST++ on synthetic NTIRE-2022-style data.")
+    p.add_argument("--out", default="model/mstpp_synthetic.pth", help="checkpoint path (official layout)")
+    p.add_argument("--state", default=None, help="resume state file (default outputs/<out stem>.state.pt)")
+    p.add_argument("--resume", action="store_true", help="continue from --state")
+    p.add_argument("--iters", type=int, default=None,
+                   help="iterations = cosine length (default 100000; with --resume: the stored length)")
+    p.add_argument("--minutes", type=float, default=0.0, help="time budget; fits the cosine to it (0 = none)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--patch", type=int, default=128, help="training patch size (multiple of 8)")
+    p.add_argument("--scene-size", type=int, default=0, help="scene size patches are cut from (0 = 2 x patch)")
+    p.add_argument("--lr", type=float, default=4e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--amp", choices=("none", "bf16"), default="none", help="autocast dtype for compute")
+    p.add_argument("--val-every", type=int, default=500, help="validate every N iterations (0 = only at end)")
+    p.add_argument("--val-scenes", type=int, default=4, help="held-out eval scenes used for validation")
+    p.add_argument("--val-crop", type=int, default=256, help="centre crop of validation scenes (0 = full)")
+    p.add_argument("--save-every", type=int, default=1000)
+    p.add_argument("--photos", default="", help="comma-separated subset of training photos (tests; default all)")
+    p.add_argument("--no-progress", action="store_true", help="disable the tqdm bar")
+    args = p.parse_args(argv)
+    checks = [
+        (args.iters is None or args.iters >= 1, "--iters must be >= 1"),
+        (args.batch_size >= 1, "--batch-size must be >= 1"),
+        (args.patch >= 16 and args.patch % 8 == 0, "--patch must be a multiple of 8, >= 16"),
+        (args.scene_size == 0 or args.scene_size >= args.patch, "--scene-size must be 0 or >= --patch"),
+        (args.minutes >= 0 and math.isfinite(args.minutes), "--minutes must be >= 0"),
+        (args.lr > 0, "--lr must be > 0"),
+        (args.val_every >= 0 and args.save_every >= 1, "--val-every must be >= 0 and --save-every >= 1"),
+        (0 <= args.val_scenes <= 50, "--val-scenes must be in 0..50"),
+        (args.val_crop == 0 or (args.val_crop >= 16 and args.val_crop % 8 == 0), "--val-crop must be 0 or a multiple of 8 >= 16"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ArgError(msg)
+    from mstpp.synth.photos import TRAIN_PHOTOS
+    args.photos = tuple(n for n in args.photos.split(",") if n) or None
+    bad = [n for n in args.photos or () if n not in TRAIN_PHOTOS]
+    if bad:
+        raise ArgError(f"--photos: {bad[0]!r} is not a training photo ({', '.join(TRAIN_PHOTOS)})")
+    out = Path(args.out)
+    if out.exists() and out.is_dir():
+        raise ArgError(f"--out {out} is a directory")
+    args.state = Path(args.state) if args.state else REPO / "outputs" / f"{out.stem}.state.pt"
+    if args.resume and not args.state.is_file():
+        raise ArgError(f"--resume: no state file at {args.state}")
+    args.device = resolve_device(args.device)
+    if args.amp == "bf16" and args.device.type == "cpu":
+        args.amp = "none"  # CPU bf16 autocast is slow; nothing to gain
+    return args
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ArgError(f"--device {name!r} is not a device name (auto, cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ArgError("--device cuda requested but CUDA is not available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ArgError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type not in ("cpu", "cuda"):
+        raise ArgError(f"--device {name!r}: only cpu and cuda are supported")
+    return dev
+
+
+def mrae_loss(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """MRAE with +LOSS_EPS in the denominator (fp32)."""
+    return ((pred.float() - gt).abs() / (gt + LOSS_EPS)).mean()
+
+
+def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Same random rot90 / flips for input [B,3,P,P] and target [B,31,P,P], per sample."""
+    k = torch.randint(4, (x.shape[0],), generator=gen).tolist()
+    fv = torch.rand(x.shape[0], generator=gen).lt(0.5).tolist()
+    xs, ys = [], []
+    for i in range(x.shape[0]):
+        a, b = torch.rot90(x[i], k[i], (1, 2)), torch.rot90(y[i], k[i], (1, 2))
+        if fv[i]:
+            a, b = a.flip(1), b.flip(1)
+        xs.append(a)
+        ys.append(b)
+    return torch.stack(xs), torch.stack(ys)
+
+
+def lr_at(step: int, total: int, lr0: float) -> float:
+    """Cosine decay from lr0 to LR_MIN over ``total`` steps."""
+    t = min(step / max(total, 1), 1.0)
+    return LR_MIN + 0.5 * (lr0 - LR_MIN) * (1.0 + math.cos(math.pi * t))
+
+
+class Prefetcher:
+    """Builds batch i+1 in a background thread while step i trains (torch and OpenCV release the GIL)."""
+
+    def __init__(self, gen: SyntheticGenerator, batch: int, patch: int, scene: int, start: int) -> None:
+        self.gen, self.batch, self.patch, self.scene = gen, batch, patch, scene
+        self.index = start
+        self._result: tuple | None = None
+        self._thread = self._launch(start)
+
+    def _launch(self, index: int) -> threading.Thread:
+        def work() -> None:
+            try:
+                b = self.gen.training_batch(index, self.batch, self.patch, self.scene)
+                self._result = (b.inputs, b.cubes, None)
+            except BaseException as exc:  # surface errors in the main thread
+                self._result = (None, None, exc)
+        t = threading.Thread(target=work, daemon=True)
+        t.start()
+        return t
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        self._thread.join()
+        x, y, err = self._result  # type: ignore[misc]
+        if err is not None:
+            raise err
+        self.index += 1
+        self._thread = self._launch(self.index)
+        return x, y
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, scenes: list[tuple[torch.Tensor, torch.Tensor]], amp: bool) -> float:
+    model.eval()
+    vals = []
+    for x, y in scenes:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            pred = model(x)
+        vals.append(float(((pred.float() - y).abs() / (y + LOSS_EPS)).mean()))
+    model.train()
+    return sum(vals) / max(len(vals), 1)
+
+
+def _centre(t: torch.Tensor, crop: int) -> torch.Tensor:
+    if crop <= 0:
+        return t
+    h, w = t.shape[-2:]
+    top, left = max((h - crop) // 2, 0), max((w - crop) // 2, 0)
+    return t[..., top:top + crop, left:left + crop]
+
+
+def _atomic_save_weights(model: torch.nn.Module, path: Path, step: int) -> None:
+    state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+    check_state_dict(state)  # fail here rather than ship an unreadable file
+    tmp = path.with_name(path.name + ".tmp")
+    save_checkpoint(state, tmp, epoch=0, iteration=step)
+    os.replace(tmp, path)
+
+
+def _save_state(path: Path, model, opt, step: int, total: int, elapsed: float, history: list) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "total": total,
+                "elapsed": elapsed, "history": history}, tmp)
+    os.replace(tmp, path)
+
+
+def train(args: argparse.Namespace) -> dict:
+    torch.manual_seed(args.seed)
+    dev = args.device
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    use_amp = args.amp == "bf16"
+    model = MST_Plus_Plus().to(dev).train()
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.999))
+    step, total, elapsed_before, history = 0, args.iters or DEFAULT_ITERS, 0.0, []
+    if args.resume:
+        st = torch.load(args.state, map_location=dev, weights_only=False)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        step, total, elapsed_before, history = st["step"], st["total"], st["elapsed"], st["history"]
+        total = max(args.iters or total, step)  # an explicit --iters sets a new schedule length
+
+    t_setup = time.time()
+    gen = SyntheticGenerator("train", seed=args.seed, device=dev, photos=args.photos)
+    val = []
+    for i in range(args.val_scenes):
+        s = eval_scene(i)
+        val.append((_centre(s.inputs, args.val_crop).to(dev), _centre(s.cubes, args.val_crop).to(dev)))
+    setup_s = time.time() - t_setup
+    aug_gen = torch.Generator().manual_seed(args.seed * 7919 + step)
+    scene = args.scene_size or 2 * args.patch
+    fetch = Prefetcher(gen, args.batch_size, args.patch, scene, start=step)
+
+    budget = args.minutes * 60.0
+    calibrated = args.resume or budget <= 0
+    start = time.time()
+    bar = None
+    if not args.no_progress:
+        from tqdm import tqdm
+        bar = tqdm(total=total, initial=step, desc="train", dynamic_ncols=True, file=sys.stderr)
+    last_val = float("nan")
+    loss_ema = None
+    stop_reason = "iters"
+    while step < total:
+        x, y = fetch.next()
+        x, y = augment(x, y, aug_gen)
+        lr = lr_at(step, total, args.lr)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+            pred = model(x)
+        loss = mrae_loss(pred, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % 10 == 0 or step == total:
+            lv = float(loss.detach())
+            if not math.isfinite(lv):
+                raise RuntimeError(f"loss became {lv} at step {step}")
+            loss_ema = lv if loss_ema is None else 0.9 * loss_ema + 0.1 * lv
+        elapsed = time.time() - start
+        if not calibrated and step >= 30 and elapsed > 20:
+            # Fit the cosine schedule to the time budget: measured rate, 5 % kept for validation/saving.
+            rate = elapsed / step
+            total = max(step + 1, min(args.iters or DEFAULT_ITERS, int((budget * 0.95 - setup_s) / rate)))
+            calibrated = True
+            if bar is not None:
+                bar.total = total
+                bar.refresh()
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_ema if loss_ema is not None else float('nan'):.4f}", lr=f"{lr:.2e}",
+                            val=f"{last_val:.4f}")
+        if args.val_every and step % args.val_every == 0 and val:
+            last_val = validate(model, val, use_amp)
+            history.append({"step": step, "val_mrae": last_val, "train_loss": loss_ema})
+        if step % args.save_every == 0:
+            _atomic_save_weights(model, Path(args.out), step)
+            _save_state(args.state, model, opt, step, total, elapsed_before + elapsed, history)
+        if budget > 0 and elapsed + setup_s > budget:
+            stop_reason = "time budget"
+            break
+    if bar is not None:
+        bar.close()
+    train_s = time.time() - start
+    if val:
+        last_val = validate(model, val, use_amp)
+        history.append({"step": step, "val_mrae": last_val, "train_loss": loss_ema})
+    out = Path(args.out)
+    _atomic_save_weights(model, out, step)
+    _save_state(args.state, model, opt, step, total, elapsed_before + train_s, history)
+    log = {
+        "weights": str(out), "steps": step, "planned_steps": total, "stop_reason": stop_reason,
+        "train_seconds": round(elapsed_before + train_s, 1), "setup_seconds": round(setup_s, 1),
+        "iters_per_second": round(step / max(elapsed_before + train_s, 1e-9), 3),
+        "batch_size": args.batch_size, "patch": args.patch, "scene_size": scene, "lr": args.lr,
+        "lr_schedule": f"cosine to {LR_MIN}", "optimizer": "Adam(0.9, 0.999)", "loss": f"MRAE, eps {LOSS_EPS}",
+        "amp": args.amp, "seed": args.seed, "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__, "final_val_mrae": last_val, "val_scenes": args.val_scenes,
+        "val_crop": args.val_crop, "weights_dtype": "float32", "history": history,
+    }
+    out.with_suffix(".train.json").write_text(json.dumps(log, indent=1) + "\n")
+    print(f"saved {out} after {step} steps in {log['train_seconds']:.0f} s "
+          f"({log['iters_per_second']:.2f} it/s, stop: {stop_reason}); val MRAE {last_val:.4f}")
+    return log
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parse_args(argv)
+    except ArgError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        train(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    raise SystemExit(main())
