@@ -59,11 +59,12 @@ _add("torch-tf32", "PyTorch eager FP32 with TF32 on (PyTorch's cuDNN default)", 
 _add("torch-fp16", "PyTorch eager, model cast to FP16", _torch, precision="fp16")
 _add("torch-bf16", "PyTorch eager, model cast to BF16", _torch, precision="bf16")
 _add("torch-fp16-cl", "PyTorch eager FP16, channels_last", _torch, precision="fp16", channels_last=True)
-_add("compile-fp32", "torch.compile (max-autotune-no-cudagraphs) FP32, TF32 off", _torch,
-     precision="fp32", compile_mode="max-autotune-no-cudagraphs")
-_add("compile-fp16", "torch.compile (max-autotune-no-cudagraphs) FP16", _torch,
-     precision="fp16", compile_mode="max-autotune-no-cudagraphs")
-_add("compile-fp16-graphs", "torch.compile (max-autotune, CUDA graphs) FP16", _torch,
+# torch.compile: the default mode compiles in about a minute; max-autotune takes five or more.
+_add("compile-fp32", "torch.compile (default mode) FP32, TF32 off", _torch, precision="fp32", compile_mode="default")
+_add("compile-fp16", "torch.compile (default mode) FP16", _torch, precision="fp16", compile_mode="default")
+_add("compile-fp16-graphs", "torch.compile (reduce-overhead: CUDA graphs) FP16", _torch,
+     precision="fp16", compile_mode="reduce-overhead")
+_add("compile-fp16-autotune", "torch.compile (max-autotune, CUDA graphs) FP16", _torch,
      precision="fp16", compile_mode="max-autotune")
 _add("ort-cpu", "ONNX Runtime CPU EP, FP32", _ort, cuda_only=False, provider="cpu")
 _add("ort-cuda", "ONNX Runtime CUDA EP, FP32, IOBinding on device buffers", _ort, provider="cuda")

@@ -28,10 +28,13 @@ class TorchRunner(Runner):
         channels_last: run convolutions in NHWC memory format.
         compile_mode: ``None`` for eager, else a ``torch.compile`` mode (``default``,
             ``reduce-overhead`` (CUDA graphs), ``max-autotune``, ``max-autotune-no-cudagraphs``).
+        cudnn_benchmark: let cuDNN time its convolution algorithms for the shape (PyTorch's default
+            is off; it is a free speed-up for fixed-shape inference).
     """
 
     def __init__(self, state_dict: Mapping[str, torch.Tensor], precision: str = "fp32",
-                 device: str = "cuda", channels_last: bool = False, compile_mode: str | None = None) -> None:
+                 device: str = "cuda", channels_last: bool = False, compile_mode: str | None = None,
+                 cudnn_benchmark: bool = False) -> None:
         super().__init__(device)
         if precision not in _DTYPES:
             raise ValueError(f"precision must be one of {sorted(_DTYPES)}, got {precision!r}")
@@ -46,6 +49,7 @@ class TorchRunner(Runner):
         self.precision = precision
         self.channels_last = channels_last
         self.compile_mode = compile_mode
+        self.cudnn_benchmark = cudnn_benchmark
         self.input_dtype = _DTYPES[precision]
         model = build_model("mst_plus_plus")
         model.load_state_dict(state_dict, strict=True)
@@ -62,6 +66,7 @@ class TorchRunner(Runner):
     def run(self, x: torch.Tensor) -> torch.Tensor:
         if self.device.type == "cuda":
             set_tf32(self.precision == "tf32")
+            torch.backends.cudnn.benchmark = self.cudnn_benchmark
         with torch.inference_mode():
             return self.forward(x)
 
@@ -69,7 +74,7 @@ class TorchRunner(Runner):
         info = super().describe()
         info.update(framework=f"torch {torch.__version__}", tf32=self.precision == "tf32",
                     channels_last=self.channels_last, compile_mode=self.compile_mode,
-                    cudnn_benchmark=torch.backends.cudnn.benchmark)
+                    cudnn_benchmark=self.cudnn_benchmark)
         return info
 
     def close(self) -> None:

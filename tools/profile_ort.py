@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Where ONNX Runtime's time goes for MST++: per-op-type GPU time, CPU fallbacks, copies.
+
+Runs the CUDA EP (IOBinding on device buffers, torch's stream) on one or more ONNX files with
+onnxruntime's profiler on, and summarises the profile: time per op type and per execution provider,
+nodes that ran on the CPU EP, and Memcpy nodes (host<->device copies ORT inserted).
+
+Example:
+  python tools/profile_ort.py build/mstpp.raw.onnx build/mstpp.onnx --out profile.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def summarise(profile_file: str, runs: int) -> dict:
+    """Aggregate an onnxruntime profile (Chrome trace JSON) per op type and provider (ms per run)."""
+    events = json.loads(Path(profile_file).read_text())
+    # Count only nodes inside the last ``runs`` model runs: the first ones include cuDNN's algorithm search.
+    windows = sorted((ev["ts"], ev["ts"] + ev["dur"]) for ev in events if ev.get("name") == "model_run")[-runs:]
+    by_op: dict[str, float] = defaultdict(float)
+    by_provider: dict[str, float] = defaultdict(float)
+    cpu_nodes, memcpy = set(), set()
+    for ev in events:
+        if ev.get("cat") != "Node" or not ev.get("name", "").endswith("_kernel_time"):
+            continue
+        if not any(lo <= ev.get("ts", -1) <= hi for lo, hi in windows):
+            continue
+        args = ev.get("args", {})
+        op, provider = args.get("op_name", "?"), args.get("provider", "?")
+        ms = ev.get("dur", 0) / 1e3 / runs
+        by_op[op] += ms
+        by_provider[provider] += ms
+        if provider == "CPUExecutionProvider":
+            cpu_nodes.add(f"{op}:{ev['name'][:-len('_kernel_time')]}")
+        if op.startswith("Memcpy"):
+            memcpy.add(ev["name"])
+    return {"ms_per_run_by_op": dict(sorted(by_op.items(), key=lambda kv: -kv[1])),
+            "ms_per_run_by_provider": dict(by_provider), "cpu_nodes": sorted(cpu_nodes),
+            "memcpy_nodes": sorted(memcpy)}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("onnx", nargs="+", type=Path, help="ONNX files (static 1x3x512x482 or dynamic)")
+    p.add_argument("--shape", type=int, nargs=4, default=(1, 3, 512, 482))
+    p.add_argument("--runs", type=int, default=10, help="profiled runs after 3 warm-up runs")
+    p.add_argument("--out", type=Path, default=None, help="write the summaries as JSON")
+    args = p.parse_args()
+    import torch
+
+    from mstpp.backends.onnxruntime_runner import OrtRunner
+
+    results = {}
+    for path in args.onnx:
+        with tempfile.TemporaryDirectory() as tmp:
+            runner = OrtRunner({}, device="cuda", provider="cuda", onnx_path=path, profile=f"{tmp}/ort")
+            runner.prepare(tuple(args.shape))
+            x = runner.make_input(torch.rand(*args.shape))
+            for _ in range(3):
+                runner.run(x)
+            torch.cuda.synchronize()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(args.runs):
+                runner.run(x)
+            end.record()
+            torch.cuda.synchronize()
+            summary = summarise(runner.end_profiling(), args.runs)
+            summary["ms_per_run_events"] = start.elapsed_time(end) / args.runs
+            summary["providers"] = runner.describe()["providers"]
+            runner.close()
+        results[path.name] = summary
+        top = ", ".join(f"{op} {ms:.2f}" for op, ms in list(summary["ms_per_run_by_op"].items())[:8])
+        print(f"{path.name}: {summary['ms_per_run_events']:.2f} ms/run; by op (ms): {top}")
+        print(f"  by provider: {summary['ms_per_run_by_provider']}; CPU nodes: {len(summary['cpu_nodes'])}; "
+              f"memcpy nodes: {len(summary['memcpy_nodes'])}")
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
