@@ -72,6 +72,20 @@ def free_device_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def spin_up(device: torch.device, seconds: float = 2.0) -> None:
+    """Keep the GPU busy for ``seconds`` so the first route is not measured while clocks ramp up
+    from idle (the per-route warm-up of 200 ms is too short for that)."""
+    if device.type != "cuda":
+        return
+    import time
+
+    a = torch.randn(4096, 4096, device=device)
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        a = torch.tanh(a @ a)
+        torch.cuda.synchronize(device)
+
+
 def random_rgb(batch: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
     """A reproducible RGB batch [B, 3, H, W], float32 in [0, 1], on the CPU."""
     gen = torch.Generator().manual_seed(seed)
@@ -209,6 +223,7 @@ def run_benchmark(routes: Sequence[str], batches: Sequence[int], height: int, wi
     jobs: list[tuple[str, int, int]] = [(r, b, 0) for r in routes for b in batches]
     if repeat_check:
         jobs += [(baseline, b, 1) for b in batches]
+    spin_up(torch.device(device or default_device()))
     bar = _progress(jobs, progress)
     rows: list[Row] = []
     oom_at: dict[str, int] = {}
