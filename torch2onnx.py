@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from mstpp.cli import add_shape_args, add_weights_arg, run_cli
+from mstpp.onnx_export import DEFAULT_L2_FORM, L2_FORMS
 
 DEFAULT_ONNX = Path("model") / "mstpp.onnx"
 
@@ -34,6 +35,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="torch exporter (auto: torchscript for opset 17, dynamo for 18 and later)")
     p.add_argument("--simplifier", choices=("onnxslim", "onnxsim", "none"), default="onnxslim",
                    help="graph simplifier (default onnxslim: pure Python, keeps opset and dynamic dims)")
+    p.add_argument("--l2-form", choices=L2_FORMS, default=DEFAULT_L2_FORM,
+                   help="how the q/k L2 norms are written (default %(default)s; see mstpp/onnx_export.py: "
+                        "runtimes differ a lot, e.g. ONNX Runtime's CUDA EP is slow on ReduceL2)")
     p.add_argument("--verify-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help="spatial size of the onnxruntime check (default: the export size, or 64 60 "
                         "for --dynamic, which also exercises the padding)")
@@ -52,7 +56,8 @@ def main(argv=None) -> int:
     import onnx
     import torch
 
-    from mstpp.onnx_export import check_mstpp_onnx, compare_with_torch, export_onnx, op_counts, simplify
+    from mstpp.onnx_export import (check_mstpp_onnx, compare_with_torch, export_onnx, op_counts,
+                                   rewrite_l2_norms, simplify)
     from mstpp.weights import load_model
 
     model, source = load_model(args.weights)
@@ -69,6 +74,12 @@ def main(argv=None) -> int:
         onnx.checker.check_model(str(out), full_check=True)
         _print_counts(f"{args.simplifier}", op_counts(onnx.load(str(out))))
         raw.unlink()
+    if args.l2_form != "reducel2":
+        proto = onnx.load(str(out))
+        n = rewrite_l2_norms(proto, args.l2_form)
+        onnx.checker.check_model(proto, full_check=True)
+        onnx.save(proto, str(out))
+        print(f"rewrote {n} ReduceL2 nodes as {args.l2_form}")
     check_mstpp_onnx(out)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
     if not args.no_verify:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .onnx_export import L2_NODE_PREFIX
+
 FP32_OP_TYPES = {"LayerNormalization", "Softmax", "ReduceL2", "ReduceSumSquare", "ReduceSum", "Sqrt", "Pow"}
 
 
@@ -24,7 +26,7 @@ def _fp32_nodes(graph) -> set[str]:
     """Names of nodes kept in FP32: the op types above, plus the Clip/Max and Div that complete an
     L2 normalisation (x / max(||x||, eps))."""
     producer = {out: node for node in graph.node for out in node.output}
-    keep = {n.name for n in graph.node if n.op_type in FP32_OP_TYPES}
+    keep = {n.name for n in graph.node if n.op_type in FP32_OP_TYPES or n.name.startswith(L2_NODE_PREFIX)}
     for node in graph.node:
         if node.op_type in ("Clip", "Max") and node.input and node.input[0] in producer \
                 and producer[node.input[0]].name in keep:

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Where ONNX Runtime's time goes for MST++: per-op-type GPU time, CPU fallbacks, copies.
+"""Where ONNX Runtime's time goes for MST++: GPU kernels, CPU fallbacks, copies.
 
-Runs the CUDA EP (IOBinding on device buffers, torch's stream) on one or more ONNX files with
-onnxruntime's profiler on, and summarises the profile: time per op type and per execution provider,
-nodes that ran on the CPU EP, and Memcpy nodes (host<->device copies ORT inserted).
+Runs the CUDA EP (IOBinding on device buffers, torch's stream) on one or more ONNX files and reports
+two views: onnxruntime's own profile (which provider ran each node, Memcpy nodes it inserted, host time
+per op type - its "kernel_time" is the host-side launch time on the CUDA EP, not GPU time), and the
+GPU kernels themselves through torch.profiler (CUPTI sees every kernel in the process, ORT's too).
 
 Example:
   python tools/profile_ort.py build/mstpp.raw.onnx build/mstpp.onnx --out profile.json
@@ -68,18 +69,24 @@ def main() -> int:
                 runner.run(x)
             torch.cuda.synchronize()
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(args.runs):
-                runner.run(x)
-            end.record()
-            torch.cuda.synchronize()
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+                start.record()
+                for _ in range(args.runs):
+                    runner.run(x)
+                end.record()
+                torch.cuda.synchronize()
             summary = summarise(runner.end_profiling(), args.runs)
             summary["ms_per_run_events"] = start.elapsed_time(end) / args.runs
+            kernels = sorted(((e.key, e.device_time_total / 1e3 / args.runs, e.count // args.runs)
+                              for e in prof.key_averages()), key=lambda k: -k[1])
+            summary["gpu_kernels_ms_per_run"] = [{"kernel": k[:120], "ms": ms, "calls": n} for k, ms, n in kernels[:25]]
             summary["providers"] = runner.describe()["providers"]
             runner.close()
         results[path.name] = summary
-        top = ", ".join(f"{op} {ms:.2f}" for op, ms in list(summary["ms_per_run_by_op"].items())[:8])
-        print(f"{path.name}: {summary['ms_per_run_events']:.2f} ms/run; by op (ms): {top}")
+        top = ", ".join(f"{op} {ms:.2f}" for op, ms in list(summary["ms_per_run_by_op"].items())[:6])
+        print(f"{path.name}: {summary['ms_per_run_events']:.2f} ms/run; host time by op (ms): {top}")
+        for k in summary["gpu_kernels_ms_per_run"][:4]:
+            print(f"  GPU {k['ms']:8.2f} ms/run  {k['calls']:4d} calls  {k['kernel'][:90]}")
         print(f"  by provider: {summary['ms_per_run_by_provider']}; CPU nodes: {len(summary['cpu_nodes'])}; "
               f"memcpy nodes: {len(summary['memcpy_nodes'])}")
     if args.out:

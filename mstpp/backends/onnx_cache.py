@@ -22,18 +22,21 @@ def weights_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
 
 
 def cached_onnx(state_dict: Mapping[str, torch.Tensor], shape: tuple[int, int, int, int],
-                precision: str = "fp32", dynamic: bool = False) -> Path:
+                precision: str = "fp32", dynamic: bool = False, l2_form: str | None = None) -> Path:
     """Path of a simplified MST++ ONNX for ``shape`` (B, 3, H, W), exporting it if needed."""
     from architecture import build_model
 
-    from ..onnx_export import export_onnx, simplify
+    import onnx
+
+    from ..onnx_export import DEFAULT_L2_FORM, export_onnx, rewrite_l2_norms, simplify
     from ..onnx_fp16 import convert_to_fp16
 
     cache = Path(os.environ.get("MSTPP_CACHE_DIR", CACHE_DIR))
     cache.mkdir(parents=True, exist_ok=True)
     b, _, h, w = shape
     tag = "dyn" if dynamic else f"{b}x{h}x{w}"
-    stem = f"mstpp_{weights_digest(state_dict)}_{tag}"
+    l2_form = l2_form or DEFAULT_L2_FORM
+    stem = f"mstpp_{weights_digest(state_dict)}_{tag}_{l2_form}"
     fp32 = cache / f"{stem}_fp32.onnx"
     if not fp32.is_file():
         model = build_model("mst_plus_plus")
@@ -42,6 +45,10 @@ def cached_onnx(state_dict: Mapping[str, torch.Tensor], shape: tuple[int, int, i
         export_onnx(model, raw, b, h, w, dynamic=dynamic)
         simplify(raw, fp32)
         raw.unlink()
+        if l2_form != "reducel2":
+            proto = onnx.load(str(fp32))
+            rewrite_l2_norms(proto, l2_form)
+            onnx.save(proto, str(fp32))
     if precision == "fp32":
         return fp32
     if precision == "fp16":

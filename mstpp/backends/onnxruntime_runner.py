@@ -19,6 +19,7 @@ from .onnx_cache import cached_onnx
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
               "tensorrt": "TensorrtExecutionProvider"}
 _NP = {torch.float32: np.float32, torch.float16: np.float16}
+_ORT_TYPES = {"tensor(float)": torch.float32, "tensor(float16)": torch.float16}
 
 
 class OrtRunner(Runner):
@@ -31,11 +32,14 @@ class OrtRunner(Runner):
         onnx_path: an existing MST++ ONNX file (static or dynamic) instead of a fresh export.
         profile: write onnxruntime's per-node profile (JSON) to this path prefix.
         threads: intra-op threads for the CPU EP (default: onnxruntime's choice).
+        l2_form: how the exported graph writes the q/k L2 norms (``mstpp.onnx_export.L2_FORMS``).
+        tf32: let the CUDA EP use TF32 in MatMul/Gemm (its default is on; ours is off, so that an
+            "FP32" route is FP32 like the PyTorch baseline).
     """
 
     def __init__(self, state_dict: Mapping[str, torch.Tensor], device: str = "cuda", provider: str = "cuda",
                  precision: str = "fp32", onnx_path: str | Path | None = None, profile: str | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, l2_form: str | None = None, tf32: bool = False) -> None:
         try:
             import onnxruntime as ort
         except ImportError:
@@ -55,12 +59,14 @@ class OrtRunner(Runner):
         self.onnx_path = Path(onnx_path) if onnx_path else None
         self.profile = profile
         self.threads = threads
+        self.l2_form = l2_form
+        self.tf32 = tf32
         self.input_dtype = torch.float16 if precision == "fp16" else torch.float32
         self.session = None
 
     def prepare(self, shape: tuple[int, int, int, int]) -> None:
         super().prepare(shape)
-        path = self.onnx_path or cached_onnx(self.state_dict, shape, precision=self.precision)
+        path = self.onnx_path or cached_onnx(self.state_dict, shape, precision=self.precision, l2_form=self.l2_form)
         opts = self.ort.SessionOptions()
         opts.log_severity_level = 3
         opts.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -77,6 +83,7 @@ class OrtRunner(Runner):
                          # ORT's default (EXHAUSTIVE) is what PyTorch's cudnn.benchmark does too.
                          "cudnn_conv_algo_search": "EXHAUSTIVE",
                          "cudnn_conv_use_max_workspace": "1",
+                         "use_tf32": "1" if self.tf32 else "0",
                          "do_copy_in_default_stream": "1",
                          "has_user_compute_stream": "1",
                          "user_compute_stream": str(torch.cuda.current_stream(self.device).cuda_stream)}
@@ -91,15 +98,18 @@ class OrtRunner(Runner):
                                    f"{str(exc).splitlines()[0][:200]}") from None
         self.in_name = self.session.get_inputs()[0].name
         self.out_name = self.session.get_outputs()[0].name
+        # The FP16 ONNX keeps FP32 inputs and outputs; bind whatever the file declares.
+        self.input_dtype = _ORT_TYPES[self.session.get_inputs()[0].type]
+        self.output_dtype = _ORT_TYPES[self.session.get_outputs()[0].type]
         self._binding = None
 
     def _bind(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
-        out = torch.empty((b, 31, h, w), dtype=self.input_dtype, device=self.device)
+        out = torch.empty((b, 31, h, w), dtype=self.output_dtype, device=self.device)
         io = self.session.io_binding()
-        np_type = _NP[self.input_dtype]
-        io.bind_input(self.in_name, "cuda", self.device.index or 0, np_type, tuple(x.shape), x.data_ptr())
-        io.bind_output(self.out_name, "cuda", self.device.index or 0, np_type, tuple(out.shape), out.data_ptr())
+        dev = self.device.index or 0
+        io.bind_input(self.in_name, "cuda", dev, _NP[x.dtype], tuple(x.shape), x.data_ptr())
+        io.bind_output(self.out_name, "cuda", dev, _NP[out.dtype], tuple(out.shape), out.data_ptr())
         self._binding = (x.data_ptr(), tuple(x.shape), io, out)
         return out
 
@@ -120,7 +130,7 @@ class OrtRunner(Runner):
         info = super().describe()
         info.update(framework=f"onnxruntime {self.ort.__version__}", provider=self.provider,
                     providers=self.session.get_providers() if self.session else None,
-                    iobinding=self.provider != "cpu")
+                    iobinding=self.provider != "cpu", tf32=self.tf32, l2_form=self.l2_form)
         return info
 
     def end_profiling(self) -> str | None:
