@@ -32,14 +32,16 @@ class OrtRunner(Runner):
         onnx_path: an existing MST++ ONNX file (static or dynamic) instead of a fresh export.
         profile: write onnxruntime's per-node profile (JSON) to this path prefix.
         threads: intra-op threads for the CPU EP (default: onnxruntime's choice).
-        l2_form: how the exported graph writes the q/k L2 norms (``mstpp.onnx_export.L2_FORMS``).
+        l2_form: how the exported graph writes the q/k L2 norms (``mstpp.onnx_export.L2_FORMS``);
+            default ``matmul``: the CUDA EP runs ReduceL2 through a cuDNN reduction that took 93% of its
+            time on an H100 (docs/ort_cuda_notes.md).
         tf32: let the CUDA EP use TF32 in MatMul/Gemm (its default is on; ours is off, so that an
             "FP32" route is FP32 like the PyTorch baseline).
     """
 
     def __init__(self, state_dict: Mapping[str, torch.Tensor], device: str = "cuda", provider: str = "cuda",
                  precision: str = "fp32", onnx_path: str | Path | None = None, profile: str | None = None,
-                 threads: int | None = None, l2_form: str | None = None, tf32: bool = False) -> None:
+                 threads: int | None = None, l2_form: str = "matmul", tf32: bool = False) -> None:
         try:
             import onnxruntime as ort
         except ImportError:
