@@ -70,6 +70,9 @@ _add("ort-cpu", "ONNX Runtime CPU EP, FP32", _ort, cuda_only=False, provider="cp
 _add("ort-cuda", "ONNX Runtime CUDA EP, FP32, IOBinding on device buffers", _ort, provider="cuda")
 _add("ort-cuda-fp16", "ONNX Runtime CUDA EP on the FP16 ONNX (FP32 statistics), IOBinding", _ort,
      provider="cuda", precision="fp16")
+_add("ort-cpu-int8", "ONNX Runtime CPU EP on the Q/DQ INT8 ONNX", _ort, cuda_only=False, provider="cpu",
+     precision="int8")
+_add("ort-cuda-int8", "ONNX Runtime CUDA EP on the Q/DQ INT8 ONNX, IOBinding", _ort, provider="cuda", precision="int8")
 _add("ort-trt", "ONNX Runtime TensorRT EP, FP32", _ort, provider="tensorrt")
 for _path in ("parser", "api"):
     for _prec in ("fp32", "fp16", "int8"):

@@ -56,4 +56,12 @@ def cached_onnx(state_dict: Mapping[str, torch.Tensor], shape: tuple[int, int, i
         if not fp16.is_file():
             convert_to_fp16(fp32, fp16)
         return fp16
+    if precision == "int8":
+        int8 = cache / f"{stem}_int8.onnx"
+        if not int8.is_file():
+            from ..calibration import calibration_images
+            from ..trt.int8 import quantize_onnx
+
+            quantize_onnx(fp32, int8, calibration_images())
+        return int8
     raise ValueError(f"no ONNX precision {precision!r}")

@@ -28,20 +28,22 @@ class OrtRunner(Runner):
     Args:
         state_dict: MST++ weights (used to export the ONNX file when ``onnx_path`` is None).
         provider: ``cpu``, ``cuda`` or ``tensorrt``.
-        precision: ``fp32``, or ``fp16`` (the FP16 ONNX with FP32 statistics).
+        precision: ``fp32``, ``fp16`` (the FP16 ONNX with FP32 statistics) or ``int8`` (the explicit
+            Q/DQ ONNX of the TensorRT parser route, calibrated on calibrator.py's default images).
         onnx_path: an existing MST++ ONNX file (static or dynamic) instead of a fresh export.
         profile: write onnxruntime's per-node profile (JSON) to this path prefix.
         threads: intra-op threads for the CPU EP (default: onnxruntime's choice).
         l2_form: how the exported graph writes the q/k L2 norms (``mstpp.onnx_export.L2_FORMS``);
-            default ``matmul``: the CUDA EP runs ReduceL2 through a cuDNN reduction that took 93% of its
-            time on an H100 (docs/ort_cuda_notes.md).
+            default ``reducesum``: the CUDA EP runs ReduceL2 through a cuDNN reduction that took 93% of
+            its time on an H100; Sqrt(ReduceSum(x*x)) is as fast as the GEMV form without its 30 MB of
+            ones vectors (docs/ort_cuda_notes.md).
         tf32: let the CUDA EP use TF32 in MatMul/Gemm (its default is on; ours is off, so that an
             "FP32" route is FP32 like the PyTorch baseline).
     """
 
     def __init__(self, state_dict: Mapping[str, torch.Tensor], device: str = "cuda", provider: str = "cuda",
                  precision: str = "fp32", onnx_path: str | Path | None = None, profile: str | None = None,
-                 threads: int | None = None, l2_form: str = "matmul", tf32: bool = False) -> None:
+                 threads: int | None = None, l2_form: str = "reducesum", tf32: bool = False) -> None:
         try:
             import onnxruntime as ort
         except ImportError:
@@ -52,8 +54,8 @@ class OrtRunner(Runner):
                                    f"(available: {', '.join(ort.get_available_providers())}); "
                                    + ("install onnxruntime-gpu" if provider != "cpu" else ""))
         super().__init__("cpu" if provider == "cpu" else device)
-        if precision not in ("fp32", "fp16"):
-            raise RouteUnavailable(f"ort-{provider}: precision {precision} is not supported (fp32, fp16)")
+        if precision not in ("fp32", "fp16", "int8"):
+            raise RouteUnavailable(f"ort-{provider}: precision {precision} is not supported (fp32, fp16, int8)")
         self.ort = ort
         self.provider = provider
         self.precision = precision
@@ -69,6 +71,7 @@ class OrtRunner(Runner):
     def prepare(self, shape: tuple[int, int, int, int]) -> None:
         super().prepare(shape)
         path = self.onnx_path or cached_onnx(self.state_dict, shape, precision=self.precision, l2_form=self.l2_form)
+        self.model_path = path
         opts = self.ort.SessionOptions()
         opts.log_severity_level = 3
         opts.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -46,10 +46,11 @@ def fit_image(img: np.ndarray, height: int, width: int) -> np.ndarray:
         return img
     if img.shape[1:] == (width, height):
         return np.ascontiguousarray(img.transpose(0, 2, 1))
-    import cv2
+    import torch.nn.functional as F
 
-    resized = cv2.resize(img.transpose(1, 2, 0), (width, height), interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(resized.transpose(2, 0, 1))
+    resized = F.interpolate(torch.from_numpy(np.ascontiguousarray(img))[None].float(), size=(height, width),
+                            mode="area")
+    return resized[0].numpy()
 
 
 class _Reader:
