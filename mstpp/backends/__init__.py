@@ -43,7 +43,11 @@ def _trt(state_dict, device, **kw) -> Runner:
 
 
 def _fused(state_dict, device, **kw) -> Runner:
-    from .fused import FusedRunner
+    try:
+        from .fused import FusedRunner
+    except ImportError:
+        raise RouteUnavailable("fused kernels: the fused-kernel backend is not implemented yet "
+                               "(the LayerNorm/L2Norm/GELU kernels exist; the fused blocks do not)") from None
     return FusedRunner(state_dict, device=device, **kw)
 
 
