@@ -62,6 +62,8 @@ def cached_onnx(state_dict: Mapping[str, torch.Tensor], shape: tuple[int, int, i
             from ..calibration import calibration_images
             from ..trt.int8 import quantize_onnx
 
-            quantize_onnx(fp32, int8, calibration_images())
+            # Min-max ranges: onnxruntime's percentile/entropy calibrators histogram every activation,
+            # which took over nine minutes at 512x482 on 16 cores - too slow for an on-demand build.
+            quantize_onnx(fp32, int8, calibration_images(), method="max")
         return int8
     raise ValueError(f"no ONNX precision {precision!r}")

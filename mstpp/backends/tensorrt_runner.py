@@ -85,7 +85,7 @@ class TensorRTRunner(Runner):
             from ..calibration import calibration_images
             from ..trt.int8 import quantize_onnx
 
-            onnx_file = quantize_onnx(onnx_file, plan.with_suffix(".int8.onnx"), calibration_images())
+            onnx_file = quantize_onnx(onnx_file, plan.with_suffix(".int8.onnx"), calibration_images(), method="max")
         return build_parser_engine(self.info, onnx_file, settings, plan, progress=False)
 
     def _api_ranges(self) -> dict[str, float]:
