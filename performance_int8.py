@@ -27,6 +27,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="image size for speed and localisation (default 512 482 with a GPU, 128 128 without)")
     p.add_argument("--images", nargs="*", default=["data/samples"], help="real images (default data/samples)")
+    p.add_argument("--synthetic", type=int, default=None,
+                   help="synthetic scenes with ground truth (default 8 with a GPU, 2 without)")
     add_weights_arg(p)
     p.add_argument("--out-dir", type=Path, default=Path("docs") / "results")
     p.add_argument("--tag", default=None)
@@ -47,9 +49,9 @@ def default_routes(device: str) -> list[str]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.tolerance <= 0:
-        from mstpp.errors import UserError
+    from mstpp.errors import UserError
 
+    if args.tolerance <= 0:
         raise UserError("--tolerance must be > 0")
     import json
 
@@ -70,7 +72,10 @@ def main(argv=None) -> int:
     h, w = args.size or ((512, 482) if device == "cuda" else (128, 128))
     state, source = resolve_weights(args.weights)
     print(source.description)
-    samples = [s for s in real_samples(args.images)] + synthetic_samples(2 if device == "cpu" else 8, None)
+    n_synth = args.synthetic if args.synthetic is not None else (2 if device == "cpu" else 8)
+    if n_synth < 0:
+        raise UserError("--synthetic must be >= 0")
+    samples = real_samples(args.images) + synthetic_samples(n_synth)
     for s in samples:  # one size for every image: the INT8 ONNX is static
         s.rgb = fit_image(s.rgb, h, w)
         s.gt = None if s.gt is None else fit_image(s.gt, h, w)
