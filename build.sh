@@ -114,13 +114,11 @@ say "4/7 latency benchmark ($profile profile)"
 bench_args=(--out-dir "$OUT/results" --no-progress); [ "$profile" = quick ] && bench_args+=(--quick)
 "$PY" performance_latency.py "${bench_args[@]}" "${wargs[@]}"
 
-say "5/7 accuracy"
-if [ -f performance_accuracy.py ]; then
-  acc_args=(--out-dir "$OUT/results"); [ "$profile" = quick ] && acc_args+=(--quick)
-  "$PY" performance_accuracy.py "${acc_args[@]}" "${wargs[@]}"
-else
-  note "not available yet"; skipped+=("accuracy study: not available yet")
-fi
+say "5/7 accuracy and INT8 studies"
+acc_args=(--out-dir "$OUT/results" --no-progress); [ "$profile" = quick ] && acc_args+=(--quick)
+"$PY" performance_accuracy.py "${acc_args[@]}" "${wargs[@]}"
+int8_args=(--out-dir "$OUT/results" --no-progress); [ "$profile" = quick ] && int8_args+=(--size 128 128 --synthetic 1)
+"$PY" performance_int8.py "${int8_args[@]}" "${wargs[@]}"
 
 say "6/7 sample cubes"
 "$PY" infer.py data/samples --out-dir "$OUT/cubes" "${wargs[@]}"

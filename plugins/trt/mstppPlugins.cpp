@@ -71,6 +71,19 @@ bool isLinearStorage(PluginTensorDesc const& desc) noexcept
     return desc.format == TensorFormat::kLINEAR && kernelDtype(desc.type) >= 0;
 }
 
+// One linear input of a type our kernels store, and one output of the same type and format.
+bool supportsElementwiseUnary(
+    int32_t pos, DynamicPluginTensorDesc const* inOut, int32_t nbInputs, int32_t nbOutputs) noexcept
+{
+    if (nbInputs != 1 || nbOutputs != 1 || pos < 0 || pos > 1)
+    {
+        return false;
+    }
+    PluginTensorDesc const& desc = inOut[pos].desc;
+    return pos == 0 ? isLinearStorage(desc)
+                    : desc.format == TensorFormat::kLINEAR && desc.type == inOut[0].desc.type;
+}
+
 // Product of dims [begin, end); -1 if any of them is unknown (build time, dynamic shapes).
 int64_t volume(Dims const& dims, int32_t begin, int32_t end) noexcept
 {
@@ -411,13 +424,7 @@ IPluginV3* L2NormPlugin::clone() noexcept
 bool L2NormPlugin::supportsFormatCombination(
     int32_t pos, DynamicPluginTensorDesc const* inOut, int32_t nbInputs, int32_t nbOutputs) noexcept
 {
-    if (nbInputs != 1 || nbOutputs != 1 || pos < 0 || pos > 1)
-    {
-        return false;
-    }
-    PluginTensorDesc const& desc = inOut[pos].desc;
-    return pos == 0 ? isLinearStorage(desc)
-                    : desc.format == TensorFormat::kLINEAR && desc.type == inOut[0].desc.type;
+    return supportsElementwiseUnary(pos, inOut, nbInputs, nbOutputs);
 }
 
 size_t L2NormPlugin::getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_t /*nbInputs*/,
@@ -465,13 +472,7 @@ IPluginV3* GeluPlugin::clone() noexcept
 bool GeluPlugin::supportsFormatCombination(
     int32_t pos, DynamicPluginTensorDesc const* inOut, int32_t nbInputs, int32_t nbOutputs) noexcept
 {
-    if (nbInputs != 1 || nbOutputs != 1 || pos < 0 || pos > 1)
-    {
-        return false;
-    }
-    PluginTensorDesc const& desc = inOut[pos].desc;
-    return pos == 0 ? isLinearStorage(desc)
-                    : desc.format == TensorFormat::kLINEAR && desc.type == inOut[0].desc.type;
+    return supportsElementwiseUnary(pos, inOut, nbInputs, nbOutputs);
 }
 
 int32_t GeluPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* /*outputDesc*/,
