@@ -83,7 +83,7 @@ wargs=(); [ -n "$weights" ] && wargs=(--weights "$weights")
 skipped=()
 
 say "1/7 ONNX export (static 1x3x512x482 and dynamic)"
-"$PY" torch2onnx.py "${wargs[@]}" --onnx_path "$OUT/mstpp.onnx" --verify-size 64 64
+"$PY" torch2onnx.py "${wargs[@]}" --onnx_path "$OUT/mstpp.onnx"
 "$PY" torch2onnx.py "${wargs[@]}" --dynamic --onnx_path "$OUT/mstpp_dynamic.onnx"
 "$PY" get_weights.py ${weights:+--model_path "$weights"} --weight_path "$OUT/mstpp_weights.npz"
 

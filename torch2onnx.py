@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from mstpp.cli import add_shape_args, add_weights_arg, run_cli
+from mstpp.errors import UserError
 from mstpp.onnx_export import DEFAULT_L2_FORM, L2_FORMS
 
 DEFAULT_ONNX = Path("model") / "mstpp.onnx"
@@ -39,8 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="how the q/k L2 norms are written (default %(default)s; see mstpp/onnx_export.py: "
                         "runtimes differ a lot, e.g. ONNX Runtime's CUDA EP is slow on ReduceL2)")
     p.add_argument("--verify-size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                   help="spatial size of the onnxruntime check (default: the export size, or 64 60 "
-                        "for --dynamic, which also exercises the padding)")
+                   help="with --dynamic: spatial size of the onnxruntime check (default 64 60, which also "
+                        "exercises the padding); a static export is checked at its own size")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime comparison")
     return p.parse_args(argv)
 
@@ -53,6 +54,8 @@ def _print_counts(title: str, counts) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.verify_size and not args.dynamic:
+        raise UserError("--verify-size needs --dynamic: a static ONNX only accepts its export size")
     import onnx
     import torch
 
