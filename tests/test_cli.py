@@ -71,6 +71,7 @@ def test_infer_writes_cubes(tmp_path):
 @pytest.mark.parametrize("script,args,fragment", [
     ("torch2onnx.py", ["--batch_size", "0"], "must be >= 1"),
     ("torch2onnx.py", ["--opset", "13"], "LayerNormalization needs opset >= 17"),
+    ("torch2onnx.py", ["--verify-size", "64", "64"], "--verify-size needs --dynamic"),
     ("get_weights.py", ["--model_path", "missing.pth"], "not found"),
 ])
 def test_bad_arguments(script, args, fragment):
