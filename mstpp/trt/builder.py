@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -161,7 +162,7 @@ def build_plan(info: TrtInfo, fill_network: Callable[[Any, Any], str], settings:
         profile = builder.create_optimization_profile()
         profile.set_shape(input_name, settings.shapes.min, settings.shapes.opt, settings.shapes.max)
         config.add_optimization_profile(profile)
-    if progress:
+    if progress and sys.stderr.isatty():  # a redirected log would get one line per bar update
         config.progress_monitor = make_progress_monitor(trt)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
