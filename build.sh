@@ -94,7 +94,9 @@ if [ "$trt" = none ]; then
   skipped+=("TensorRT engines: no TensorRT installed")
 else
   note "using $trt"
-  for mode in FP32 FP16; do
+  case "$trt" in TensorRT-RTX*) skipped+=("full TensorRT not installed: plans built with $trt (they run on RTX-class GPUs, not on Hopper/A100)") ;; esac
+  modes=(FP32 FP16); [ "$profile" = full ] && modes+=(INT8) || skipped+=("INT8 engines: built in the full profile only (calibration takes minutes on a CPU)")
+  for mode in "${modes[@]}"; do
     "$PY" mst_onnxparser.py --onnx_path "$OUT/mstpp.onnx" --plan_path "$OUT/mstpp_parser_${mode,,}.plan" --mode "$mode" \
       || skipped+=("parser $mode engine failed (see above)")
     "$PY" mst_trt_api.py --weight_path "$OUT/mstpp_weights.npz" --plan_path "$OUT/mstpp_api_${mode,,}.plan" --mode "$mode" \
@@ -113,6 +115,7 @@ fi
 say "4/7 latency benchmark ($profile profile)"
 bench_args=(--out-dir "$OUT/results" --no-progress); [ "$profile" = quick ] && bench_args+=(--quick)
 "$PY" performance_latency.py "${bench_args[@]}" "${wargs[@]}"
+[ "$has_gpu" = 1 ] || skipped+=("GPU routes of the benchmark and accuracy study: no CUDA GPU (each table row says why)")
 
 say "5/7 accuracy and INT8 studies"
 acc_args=(--out-dir "$OUT/results" --no-progress); [ "$profile" = quick ] && acc_args+=(--quick)
