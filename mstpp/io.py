@@ -133,7 +133,8 @@ def cube_to_srgb(cube: np.ndarray) -> np.ndarray:
     99th percentile maps to white (cubes have no absolute scale), and gamma-encoded.
     """
     cmf = _cie1931_cmf(WAVELENGTHS_NM.astype(np.float64))  # [31, 3]
-    xyz = np.tensordot(np.nan_to_num(cube.astype(np.float64)), cmf, axes=([0], [0]))  # [H, W, 3]
+    # Negative radiance is unphysical (an untrained or low-precision model can produce it): clip first.
+    xyz = np.tensordot(np.clip(np.nan_to_num(cube.astype(np.float64)), 0, None), cmf, axes=([0], [0]))  # [H, W, 3]
     rgb = np.clip(xyz @ _XYZ_TO_LINEAR_SRGB.T, 0, None)
     scale = np.percentile(rgb, 99) or 1.0
     rgb = np.clip(rgb / scale, 0, 1)
