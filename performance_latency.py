@@ -204,20 +204,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"device: {device} ({environment.get('gpu') or environment.get('cpu')}); routes: {', '.join(routes)}; "
           f"batch sizes: {batches}; input 3x{height}x{width}")
     options = BenchOptions(timing=timing, cuda_graphs=args.cuda_graphs, e2e=args.e2e)
-    rows = run_benchmark(routes, batches, height, width, state_dict, device, options,
-                         repeat_check=args.repeat_check, progress=not args.no_progress)
-    attach_speedups(rows)
-    checks = repeat_check(rows)
     tag = args.tag or f"latency-{environment_slug(environment)}" + ("-quick" if quick else "")
     metadata = {"tag": tag, "weights": redact_path(source.description, source.path), "device": device, "routes": routes,
                 "batch_sizes": batches, "height": height, "width": width, "timing": timing.as_dict(),
                 "cuda_graphs": args.cuda_graphs, "e2e": args.e2e, "baseline": BASELINE_TEXT,
-                "command": command_line(argv if argv is not None else sys.argv[1:]),
-                "repeat_check": checks}
-    if environment.get("gpu"):
-        # Clocks, power and temperature right after the runs; the environment holds those from before.
-        metadata["gpu_state_after"] = gpu_state(device)
-    json_path, csv_path = write_results(BenchResult(rows, environment, metadata), args.out_dir, tag)
+                "command": command_line(argv if argv is not None else sys.argv[1:])}
+
+    def save(rows, complete: bool):
+        attach_speedups(rows)
+        meta = dict(metadata, complete=complete, repeat_check=repeat_check(rows))
+        if complete and environment.get("gpu"):
+            # Clocks, power and temperature right after the runs; the environment holds those from before.
+            meta["gpu_state_after"] = gpu_state(device)
+        return write_results(BenchResult(rows, environment, meta), args.out_dir, tag)
+
+    rows = run_benchmark(routes, batches, height, width, state_dict, device, options,
+                         repeat_check=args.repeat_check, progress=not args.no_progress,
+                         on_job_done=lambda done: save(done, complete=False))
+    json_path, csv_path = save(rows, complete=True)
+    checks = repeat_check(rows)
     print_summary(rows, checks)
     print(f"wrote {json_path} and {csv_path}")
     return 0

@@ -212,8 +212,12 @@ def run_benchmark(routes: Sequence[str], batches: Sequence[int], height: int, wi
                   state_dict: Mapping[str, torch.Tensor], device: str | None = None,
                   options: BenchOptions | None = None, repeat_check: bool = False,
                   baseline: str = BASELINE_ROUTE, progress: bool = True,
-                  factory: RunnerFactory = make_runner) -> list[Row]:
+                  factory: RunnerFactory = make_runner,
+                  on_job_done: Callable[[list[Row]], None] | None = None) -> list[Row]:
     """Every (route, batch) job in order, with a progress bar.
+
+    ``on_job_done(rows_so_far)`` runs after every job, so a caller can save partial results: a long
+    run cut short (a time limit, a crash in a vendor library) then keeps what it measured.
 
     After a route runs out of memory at some batch, its larger batches are recorded as skipped rather
     than run (they would only run out again). With ``repeat_check`` the baseline route is measured a
@@ -239,6 +243,8 @@ def run_benchmark(routes: Sequence[str], batches: Sequence[int], height: int, wi
         if any(r.status == "oom" for r in new):
             oom_at.setdefault(route, batch)
         rows.extend(new)
+        if on_job_done is not None:
+            on_job_done(rows)
     return rows
 
 
