@@ -18,14 +18,13 @@ plugin layers).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import sys
 from pathlib import Path
 
 from mstpp.cli import run_cli
 from mstpp.trt.cli_args import add_engine_args
+from mstpp.trt.plugins import DEFAULT_PLUGIN_LIB
 
-DEFAULT_PLUGIN_LIB = Path(__file__).resolve().parent / "plugins" / "build" / "libmstpp_plugins.so"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -42,10 +41,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from mstpp.errors import UserError
     from mstpp.trt.cli_args import build_settings
     from mstpp.trt.engines import build_api_engine
     from mstpp.trt.int8 import activation_ranges
+    from mstpp.trt.plugins import load_plugin_library
     from mstpp.trt.version import detect
     from mstpp.weights import resolve_weights
 
@@ -54,12 +53,7 @@ def main(argv=None) -> int:
     state, source = resolve_weights(args.weights)
     print(source.description)
     if args.plugins == "ours":
-        if not info.has_plugins:
-            raise UserError(f"{info.summary} has no plugin layers; use --plugins none or full TensorRT")
-        if not args.plugin_lib.is_file():
-            raise UserError(f"plugin library not found: {args.plugin_lib} "
-                            "(build it: make -C plugins plugins TENSORRT_ROOT=/path/to/TensorRT)")
-        ctypes.CDLL(str(args.plugin_lib))  # registers the creators with TensorRT's registry
+        load_plugin_library(info, args.plugin_lib)
     weights = {k: v.numpy() for k, v in state.items()}
     amax = activation_ranges(args, state, weights) if args.mode == "INT8" else None
     settings = build_settings(args, "api", weights=source.description)

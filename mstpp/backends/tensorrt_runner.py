@@ -55,14 +55,12 @@ class TensorRTRunner(Runner):
         self.engine = self.context = self.runtime = None
 
     def _load_plugins(self) -> None:
-        import ctypes
+        from ..trt.plugins import load_plugin_library
 
-        if not self.info.has_plugins:
-            raise RouteUnavailable(f"{self.info.summary} has no plugin layers")
-        lib = Path(__file__).resolve().parents[2] / "plugins" / "build" / "libmstpp_plugins.so"
-        if not lib.is_file():
-            raise RouteUnavailable(f"plugin library {lib.name} not built (make -C plugins plugins TENSORRT_ROOT=...)")
-        ctypes.CDLL(str(lib))
+        try:
+            load_plugin_library(self.info)
+        except UserError as exc:
+            raise RouteUnavailable(str(exc)) from None
 
     def _cached_plan(self, shape: tuple[int, int, int, int]) -> Path:
         from ..trt.builder import BuildSettings, ShapeRange
