@@ -50,7 +50,7 @@ def _to_tensor(name: str, value: object) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value.detach().to("cpu", torch.float32)
     if isinstance(value, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+        return torch.from_numpy(np.array(value, dtype=np.float32))  # a copy: loaded arrays can be read-only
     raise WeightsError(f"weight {name!r} is a {type(value).__name__}, not a tensor")
 
 
