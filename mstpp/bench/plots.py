@@ -44,10 +44,17 @@ def plot_latency_throughput(rows: Sequence[Row], path: str | Path, mode: str = "
     plt = _pyplot()
     picked = [r for r in rows if r.ok and r.mode == mode and r.repeat == 0]
     with plt.rc_context(_FONT):
-        fig, ax = plt.subplots(figsize=(9, 6))
-        for label in sorted({r.label for r in picked}):
+        fig, ax = plt.subplots(figsize=(11, 7))
+        labels = sorted({r.label for r in picked})
+        # One colour per route (tab20 has enough for every route we have), a dashed line and square
+        # markers for the CUDA-graph and end-to-end variants of the same route.
+        routes = sorted({r.route for r in picked})
+        colours = {route: plt.get_cmap("tab20")(i % 20) for i, route in enumerate(routes)}
+        for label in labels:
             pts = sorted((r for r in picked if r.label == label), key=lambda r: r.batch)
-            ax.plot([r.median_ms for r in pts], [r.throughput_ips for r in pts], marker="o", label=label)
+            variant = label != pts[0].route
+            ax.plot([r.median_ms for r in pts], [r.throughput_ips for r in pts], marker="s" if variant else "o",
+                    linestyle="--" if variant else "-", color=colours[pts[0].route], label=label)
             for r in pts:
                 ax.annotate(f"b{r.batch}", (r.median_ms, r.throughput_ips), textcoords="offset points",
                             xytext=(4, 4), fontsize=8)
@@ -59,7 +66,7 @@ def plot_latency_throughput(rows: Sequence[Row], path: str | Path, mode: str = "
         ax.set_title(title or f"Latency vs throughput, {what}, input {_shape_text(picked)}")
         ax.grid(True, which="both", alpha=0.3)
         if picked:
-            ax.legend(loc="best", ncol=2)
+            ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9)
         else:
             ax.text(0.5, 0.5, "no successful measurements", ha="center", transform=ax.transAxes)
         return _save(fig, path)
