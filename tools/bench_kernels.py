@@ -164,28 +164,25 @@ def run_cases(torch, kernels, args, timer: Timer, copy_gbs: float, l2_bytes: int
         del sets
 
     for dtype in (torch.float32, torch.float16):
-        for channels in (31, 62, 124):
-            shape = (hw, channels)
-
-            def make(shape=shape, channels=channels, dtype=dtype):
+        def layernorm_inputs(shape, channels, dtype=dtype):
+            """Factory of (x, gamma, beta, gamma and beta in x's dtype for PyTorch, output buffer)."""
+            def make():
                 x = torch.randn(shape, device="cuda").to(dtype)
                 gamma = 1 + 0.1 * torch.randn(channels, device="cuda")
                 beta = 0.1 * torch.randn(channels, device="cuda")
                 return x, gamma, beta, gamma.to(dtype), beta.to(dtype), torch.empty_like(x)
+            return make
 
+        for channels in (31, 62, 124):
+            shape = (hw, channels)
+            make = layernorm_inputs(shape, channels)
             case("layernorm", f"rows C={channels}", dtype, shape,
                  lambda x, g, b, gt, bt, out: kernels.layer_norm_rows(x, g, b, out=out),
                  lambda x, g, b, gt, bt, out: F.layer_norm(x, (x.shape[-1],), gt, bt, 1e-5), make)
 
         for channels in (31, 62, 124):
             shape = (1, channels, args.height, args.width)
-
-            def make(shape=shape, channels=channels, dtype=dtype):
-                x = torch.randn(shape, device="cuda").to(dtype)
-                gamma = 1 + 0.1 * torch.randn(channels, device="cuda")
-                beta = 0.1 * torch.randn(channels, device="cuda")
-                return x, gamma, beta, gamma.to(dtype), beta.to(dtype), torch.empty_like(x)
-
+            make = layernorm_inputs(shape, channels)
             case("layernorm", f"NCHW C={channels}", dtype, shape,
                  lambda x, g, b, gt, bt, out: kernels.layer_norm_nchw(x, g, b, out=out),
                  lambda x, g, b, gt, bt, out: F.layer_norm(

@@ -78,12 +78,8 @@ class TensorRTRunner(Runner):
             amax = self._api_ranges() if self.precision == "int8" else None
             weights = {k: v.detach().cpu().numpy() for k, v in self.state_dict.items()}
             return build_api_engine(self.info, weights, settings, plan, amax, progress=False)
-        onnx_file = cached_onnx(self.state_dict, shape, "fp16" if self.precision == "fp16" else "fp32")
-        if self.precision == "int8":
-            from ..calibration import calibration_images
-            from ..trt.int8 import quantize_onnx
-
-            onnx_file = quantize_onnx(onnx_file, plan.with_suffix(".int8.onnx"), calibration_images(), method="max")
+        # The same cached FP32 / FP16 / Q/DQ INT8 files the ONNX Runtime routes use.
+        onnx_file = cached_onnx(self.state_dict, shape, self.precision)
         return build_parser_engine(self.info, onnx_file, settings, plan, progress=False)
 
     def _api_ranges(self) -> dict[str, float]:
