@@ -57,6 +57,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--iters", type=int, default=None,
                    help="iterations = cosine length (default 100000; with --resume: the stored length)")
     p.add_argument("--minutes", type=float, default=0.0, help="time budget; fits the cosine to it (0 = none)")
+    p.add_argument("--session-minutes", type=float, default=0.0,
+                   help="stop this run after N minutes, saving weights and resume state, without changing the "
+                        "schedule; continue with --resume (for machines that limit one command's time; 0 = none)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--patch", type=int, default=128, help="training patch size (multiple of 8)")
     p.add_argument("--scene-size", type=int, default=0, help="scene size patches are cut from (0 = 2 x patch)")
@@ -77,6 +80,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         (args.patch >= 16 and args.patch % 8 == 0, "--patch must be a multiple of 8, >= 16"),
         (args.scene_size == 0 or args.scene_size >= args.patch, "--scene-size must be 0 or >= --patch"),
         (args.minutes >= 0 and math.isfinite(args.minutes), "--minutes must be >= 0"),
+        (args.session_minutes >= 0 and math.isfinite(args.session_minutes), "--session-minutes must be >= 0"),
         (args.lr > 0, "--lr must be > 0"),
         (args.val_every >= 0 and args.save_every >= 1, "--val-every must be >= 0 and --save-every >= 1"),
         (0 <= args.val_scenes <= 50, "--val-scenes must be in 0..50"),
@@ -293,6 +297,9 @@ def train(args: argparse.Namespace) -> dict:
             _save_state(args.state, model, opt, step, total, elapsed_before + elapsed, history)
         if budget > 0 and elapsed + setup_s > budget:
             stop_reason = "time budget"
+            break
+        if args.session_minutes > 0 and elapsed + setup_s > args.session_minutes * 60.0:
+            stop_reason = "session limit (continue with --resume)"
             break
     if bar is not None:
         bar.close()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import subprocess
 import sys
@@ -178,6 +179,14 @@ def test_train_tiny_cpu_writes_loadable_checkpoint(tmp_path: Path, capsys) -> No
     code, err = _train([*common, "--iters", "3", "--resume"], capsys)
     assert code == 0, err[-2000:]
     assert torch.load(out, map_location="cpu", weights_only=True)["iter"] == 3
+    # --session-minutes stops early without changing the schedule; --resume then finishes it.
+    code, err = _train([*common, "--iters", "6", "--resume", "--session-minutes", "1e-6"], capsys)
+    assert code == 0, err[-2000:]
+    log = json.loads(out.with_suffix(".train.json").read_text())
+    assert log["steps"] == 4 and log["planned_steps"] == 6 and log["stop_reason"].startswith("session limit")
+    code, err = _train([*common, "--resume"], capsys)
+    assert code == 0, err[-2000:]
+    assert torch.load(out, map_location="cpu", weights_only=True)["iter"] == 6
 
 
 @pytest.mark.parametrize("bad", [["--patch", "30"], ["--batch-size", "0"], ["--device", "nonsense"],
