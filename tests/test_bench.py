@@ -108,6 +108,13 @@ def test_benchmark_route_torch_fp32_on_cpu(weights):
     assert e2e.mode == "e2e" and e2e.status == "skipped" and e2e.reason
 
 
+def test_int8_route_runs_at_batch_above_one(weights, tmp_path, monkeypatch):
+    # Regression: the static Q/DQ ONNX for batch 2 was calibrated with batch-1 feeds and failed.
+    monkeypatch.setenv("MSTPP_CACHE_DIR", str(tmp_path))
+    (row,) = benchmark_route("ort-cpu-int8", weights, 2, 32, 32, "cpu", BenchOptions(timing=TINY))
+    assert row.status == "ok", row.reason
+
+
 # ---------------------------------------------------------------- skip / OOM / error
 
 class FakeRunner(Runner):

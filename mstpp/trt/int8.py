@@ -54,10 +54,19 @@ def fit_image(img: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 class _Reader:
-    """onnxruntime CalibrationDataReader over a list of [3, H, W] images (one image per batch)."""
+    """onnxruntime CalibrationDataReader over a list of [3, H, W] images, ``batch`` images per feed.
 
-    def __init__(self, input_name: str, images: Sequence[np.ndarray]) -> None:
-        self.items = iter([{input_name: img[None].astype(np.float32)} for img in images])
+    A static ONNX exported for batch B accepts only [B, 3, H, W]; the last batch is filled by cycling
+    through the images, which leaves min-max and histogram ranges of the set unchanged.
+    """
+
+    def __init__(self, input_name: str, images: Sequence[np.ndarray], batch: int = 1) -> None:
+        n = len(images)
+        feeds = []
+        for start in range(0, n, batch):
+            group = [images[(start + i) % n] for i in range(batch)]
+            feeds.append({input_name: np.stack(group).astype(np.float32)})
+        self.items = iter(feeds)
 
     def get_next(self):
         return next(self.items, None)
@@ -80,7 +89,8 @@ def quantize_onnx(onnx_in: str | Path, onnx_out: str | Path, images: Sequence[np
     dims = [d.dim_value for d in graph_input.type.tensor_type.shape.dim]
     if dims[2] > 0 and dims[3] > 0:  # a static ONNX accepts only its own H x W
         images = [fit_image(img, dims[2], dims[3]) for img in images]
-    quantize_static(str(onnx_in), str(onnx_out), _Reader(graph_input.name, images), quant_format=QuantFormat.QDQ,
+    batch = dims[0] if dims[0] > 0 else 1
+    quantize_static(str(onnx_in), str(onnx_out), _Reader(graph_input.name, images, batch), quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=["Conv"], per_channel=True, activation_type=QuantType.QInt8,
                     weight_type=QuantType.QInt8, calibrate_method=methods[method],
                     extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
