@@ -30,7 +30,8 @@ import torch
 
 from architecture import MST_Plus_Plus
 from mstpp.synth import SyntheticGenerator, eval_scene
-from mstpp.weights import check_state_dict, save_checkpoint
+from mstpp.errors import UserError
+from mstpp.weights import check_state_dict, read_state_dict, save_checkpoint
 
 LOSS_EPS = 1e-3
 DEFAULT_ITERS = 100_000
@@ -54,6 +55,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default="model/mstpp_synthetic.pth", help="checkpoint path (official layout)")
     p.add_argument("--state", default=None, help="resume state file (default outputs/<out stem>.state.pt)")
     p.add_argument("--resume", action="store_true", help="continue from --state")
+    p.add_argument("--init", default=None,
+                   help="start from these weights (any checkpoint get_weights.py reads) with a fresh optimizer "
+                        "and schedule, e.g. to continue training on a machine without the resume state")
     p.add_argument("--iters", type=int, default=None,
                    help="iterations = cosine length (default 100000; with --resume: the stored length)")
     p.add_argument("--minutes", type=float, default=0.0, help="time budget; fits the cosine to it (0 = none)")
@@ -100,6 +104,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.state = Path(args.state) if args.state else REPO / "outputs" / f"{out.stem}.state.pt"
     if args.resume and not args.state.is_file():
         raise ArgError(f"--resume: no state file at {args.state}")
+    if args.init and args.resume:
+        raise ArgError("--init and --resume exclude each other (--resume restores the weights it saved)")
+    if args.init and not Path(args.init).is_file():
+        raise ArgError(f"--init: no file at {args.init}")
     args.device = resolve_device(args.device)
     if args.amp == "bf16" and args.device.type == "cpu":
         args.amp = "none"  # CPU bf16 autocast is slow; nothing to gain
@@ -213,6 +221,18 @@ def _save_state(path: Path, model, opt, step: int, total: int, elapsed: float, h
     os.replace(tmp, path)
 
 
+def _previous_log(init: str | None) -> dict | None:
+    """Summary of the training log next to ``--init`` weights (its own history dropped), if any."""
+    if not init:
+        return None
+    path = Path(init).with_suffix(".train.json")
+    if not path.is_file():
+        return None
+    log = json.loads(path.read_text())
+    log.pop("history", None)
+    return log
+
+
 def train(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     dev = args.device
@@ -222,6 +242,8 @@ def train(args: argparse.Namespace) -> dict:
         torch.backends.cudnn.benchmark = True
     use_amp = args.amp == "bf16"
     model = MST_Plus_Plus().to(dev).train()
+    if args.init:
+        model.load_state_dict(read_state_dict(args.init))
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.999))
     step, total, elapsed_before, history = 0, args.iters or DEFAULT_ITERS, 0.0, []
     if args.resume:
@@ -316,7 +338,8 @@ def train(args: argparse.Namespace) -> dict:
         "iters_per_second": round(step / max(elapsed_before + train_s, 1e-9), 3),
         "batch_size": args.batch_size, "patch": args.patch, "scene_size": scene, "lr": args.lr,
         "lr_schedule": f"cosine to {LR_MIN}", "optimizer": "Adam(0.9, 0.999)", "loss": f"MRAE, eps {LOSS_EPS}",
-        "amp": args.amp, "seed": args.seed, "device": str(dev),
+        "amp": args.amp, "seed": args.seed, "device": str(dev), "init": args.init,
+        "init_training": _previous_log(args.init),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__, "final_val_mrae": last_val, "val_scenes": args.val_scenes,
         "val_crop": args.val_crop, "weights_dtype": "float32", "history": history,
@@ -335,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         train(args)
+    except UserError as exc:  # e.g. an unreadable --init checkpoint
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

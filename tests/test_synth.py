@@ -187,10 +187,18 @@ def test_train_tiny_cpu_writes_loadable_checkpoint(tmp_path: Path, capsys) -> No
     code, err = _train([*common, "--resume"], capsys)
     assert code == 0, err[-2000:]
     assert torch.load(out, map_location="cpu", weights_only=True)["iter"] == 6
+    # --init starts a fresh schedule from saved weights and records where they came from.
+    out2 = tmp_path / "m2.pth"
+    code, err = _train([*common, "--iters", "1", "--init", str(out), "--out", str(out2),
+                        "--state", str(tmp_path / "s2.pt")], capsys)
+    assert code == 0, err[-2000:]
+    log = json.loads(out2.with_suffix(".train.json").read_text())
+    assert log["steps"] == 1 and log["init"] == str(out) and log["init_training"]["steps"] == 6
 
 
 @pytest.mark.parametrize("bad", [["--patch", "30"], ["--batch-size", "0"], ["--device", "nonsense"],
-                                 ["--resume", "--state", "/nonexistent/x.pt"], ["--unknown"]])
+                                 ["--resume", "--state", "/nonexistent/x.pt"], ["--unknown"],
+                                 ["--init", "/nonexistent/w.pth"]])
 def test_train_bad_args_one_line(bad: list[str], capsys) -> None:
     code, err = _train(bad, capsys)
     assert code == 2
