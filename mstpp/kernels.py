@@ -21,16 +21,19 @@ if TYPE_CHECKING:
 __all__ = [
     "KernelLibraryError",
     "library_path",
+    "load_library",
     "layer_norm_rows",
     "layer_norm_nchw",
     "l2_normalize",
     "gelu",
+    "ffn_nchw",
 ]
 
 LIBRARY_NAME = "libmstpp_kernels.so"
 DEFAULT_BUILD_DIR = Path(__file__).resolve().parent.parent / "plugins" / "build"
 ENV_VAR = "MSTPP_KERNELS_LIB"
 LAYERNORM_MAX_C = 1024  # MSTPP_LAYERNORM_MAX_C in mstpp_kernels.h
+FFN_CHANNELS = (31, 62, 124)  # channel counts mstpp_ffn_nchw supports
 
 _lib: Optional[ctypes.CDLL] = None
 _lib_lock = threading.Lock()
@@ -44,6 +47,11 @@ def library_path() -> Path:
     """Where the kernel library is looked for: ``$MSTPP_KERNELS_LIB`` if set, else ``plugins/build/``."""
     override = os.environ.get(ENV_VAR)
     return Path(override) if override else DEFAULT_BUILD_DIR / LIBRARY_NAME
+
+
+def load_library() -> None:
+    """Load the kernel library now (otherwise the first kernel call does); raises KernelLibraryError."""
+    _load()
 
 
 def _load() -> ctypes.CDLL:
@@ -69,7 +77,9 @@ def _load() -> ctypes.CDLL:
         lib.mstpp_l2norm_workspace_size.restype = ctypes.c_size_t
         lib.mstpp_l2norm_rows.argtypes = [c_void_p, c_void_p, c_i64, c_i64, c_float, c_int, c_void_p, c_void_p]
         lib.mstpp_gelu.argtypes = [c_void_p, c_void_p, c_i64, c_int, c_void_p]
-        for name in ("mstpp_layernorm_rows", "mstpp_layernorm_nchw", "mstpp_l2norm_rows", "mstpp_gelu"):
+        lib.mstpp_ffn_nchw.argtypes = [c_void_p] * 7 + [c_i64, c_int, c_i64, c_i64, c_float, c_int, c_void_p]
+        for name in ("mstpp_layernorm_rows", "mstpp_layernorm_nchw", "mstpp_l2norm_rows", "mstpp_gelu",
+                     "mstpp_ffn_nchw"):
             getattr(lib, name).restype = c_int
         _lib = lib
         return lib
@@ -237,4 +247,73 @@ def gelu(x: "torch.Tensor", out: "Optional[torch.Tensor]" = None) -> "torch.Tens
     with torch.cuda.device(x.device):
         code = lib.mstpp_gelu(x.data_ptr(), y.data_ptr(), x.numel(), dtype, _stream(x))
     _raise_on_error(lib, code, "mstpp_gelu")
+    return y
+
+
+def _ffn_weight(t: "torch.Tensor", name: str, shapes, x: "torch.Tensor") -> "torch.Tensor":
+    """Checks t against the accepted shapes and returns it as a contiguous float32 tensor on x's device."""
+    import torch
+
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got {t.dtype}")
+    if tuple(t.shape) not in shapes:
+        accepted = " or ".join(str(list(s)) for s in shapes)
+        raise ValueError(f"{name} must have shape {accepted}, got {list(t.shape)}")
+    return t.to(device=x.device, dtype=torch.float32).contiguous()
+
+
+def ffn_nchw(x: "torch.Tensor", ln_weight: "torch.Tensor", ln_bias: "torch.Tensor", w1: "torch.Tensor",
+             wdw: "torch.Tensor", w2: "torch.Tensor", eps: float = 1e-5,
+             out: "Optional[torch.Tensor]" = None) -> "torch.Tensor":
+    """MST++ feed-forward block with its pre-norm and residual, fused: ``x + PreNorm(C, FeedForward(C))(x)``.
+
+    ``y = x + W2 . GELU(DW3x3(GELU(W1 . LN(x))))`` on NCHW, as ``architecture.mst_plus_plus`` computes it
+    (LayerNorm over channels, 1x1 conv C->4C, exact GELU, depthwise 3x3 with zero padding, GELU, 1x1 conv 4C->C,
+    no biases), in float32 throughout; the 4C hidden state stays on chip.
+
+    Args:
+        x: [B, C, H, W] contiguous CUDA tensor, float32/float16/bfloat16, C in (31, 62, 124).
+        ln_weight, ln_bias: [C] LayerNorm affine parameters.
+        w1: [4C, C] or [4C, C, 1, 1] (``net[0].weight``).
+        wdw: [4C, 1, 3, 3] or [4C, 3, 3] (``net[2].weight``).
+        w2: [C, 4C] or [C, 4C, 1, 1] (``net[4].weight``).
+        eps: LayerNorm epsilon.
+        out: optional preallocated result (same shape and dtype as x, contiguous, not overlapping x).
+    The parameters may be any floating dtype and device; they are converted to contiguous float32 on x's device.
+
+    Returns:
+        [B, C, H, W], same dtype as x.
+    """
+    import torch
+
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    dtype = _dtype_code(x, "x")
+    if x.dim() != 4:
+        raise ValueError(f"x must be [B, C, H, W], got shape {tuple(x.shape)}")
+    channels = x.shape[1]
+    if channels not in FFN_CHANNELS:
+        raise ValueError(f"x must have 31, 62 or 124 channels (MST++ levels), got C={channels}")
+    hidden = 4 * channels
+    ln_weight = _ffn_weight(ln_weight, "ln_weight", [(channels,)], x)
+    ln_bias = _ffn_weight(ln_bias, "ln_bias", [(channels,)], x)
+    w1 = _ffn_weight(w1, "w1", [(hidden, channels), (hidden, channels, 1, 1)], x)
+    wdw = _ffn_weight(wdw, "wdw", [(hidden, 1, 3, 3), (hidden, 3, 3)], x)
+    w2 = _ffn_weight(w2, "w2", [(channels, hidden), (channels, hidden, 1, 1)], x)
+    if not math.isfinite(eps) or eps < 0:
+        raise ValueError(f"eps must be finite and >= 0, got {eps}")
+    if not x.is_cuda:
+        raise ValueError(f"x must be a CUDA tensor, got device {x.device}")
+    if not x.is_contiguous():
+        raise ValueError("x must be contiguous (NCHW)")
+    y = _output(x, out)
+    lib = _load()
+    batch, height, width = x.shape[0], x.shape[2], x.shape[3]
+    with torch.cuda.device(x.device):
+        code = lib.mstpp_ffn_nchw(x.data_ptr(), y.data_ptr(), ln_weight.data_ptr(), ln_bias.data_ptr(),
+                                  w1.data_ptr(), wdw.data_ptr(), w2.data_ptr(), batch, channels, height, width,
+                                  eps, dtype, _stream(x))
+    _raise_on_error(lib, code, "mstpp_ffn_nchw")
     return y

@@ -16,6 +16,7 @@ EXPORTED = [
     "mstpp_l2norm_workspace_size",
     "mstpp_l2norm_rows",
     "mstpp_gelu",
+    "mstpp_ffn_nchw",
 ]
 
 requires_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")

@@ -6,10 +6,13 @@ Shapes are MST++'s at batch 1 and a 512x488 (padded) input, HW = 249,856:
   LayerNorm NCHW   [1, C, 512, 488]; PyTorch does permute -> layer_norm -> permute -> contiguous
   L2Norm           [heads * 31, HW / 4^level] for the three levels (heads 1, 2, 4)
   GELU             the FFN hidden state [4C, HW / 4^level] for the three levels
-Each case runs in float32 and float16. Timing: CUDA-graph replays of back-to-back calls (no launch overhead), median of
+  FFN              the fused feed-forward block (mstpp_ffn_nchw) against PyTorch eager PreNorm(FeedForward) + x,
+                   at the three levels ([1, C, H/2^l, W/2^l], C = 31 * 2^l) and at batch 16 for C = 31
+Each case runs in float32 (TF32 off) and float16. Timing: CUDA-graph replays of back-to-back calls (no launch overhead), median of
 --runs replays, inputs rotated over enough buffers that the working set exceeds the L2 cache (a cache-resident
 input would flatter every kernel). Bandwidth counts the minimum traffic: every input element read once,
-every output element written once (gamma/beta ignored).
+every output element written once (gamma/beta ignored). The FFN is compute-bound: its rows also give GFLOP/s
+(2 * N * (8C^2 + 36C) for the two 1x1 and the depthwise convolutions; LN and GELU not counted).
 
 Example:  python tools/bench_kernels.py --out docs/results/kernels_bench.json
 """
@@ -30,6 +33,7 @@ from typing import Callable, Dict, List
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 TARGETS = {"layernorm": 0.70, "gelu": 0.80, "l2norm": 0.60}  # fraction of copy bandwidth, from the issue
+OPS = ("layernorm", "l2norm", "gelu", "ffn")
 LAYERNORM_SPEEDUP_TARGET = 20.0
 
 
@@ -40,7 +44,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=488, help="padded input width (default 488)")
     parser.add_argument("--runs", type=int, default=100, help="timed calls per case, median reported (>= 50)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed calls before timing (default 10)")
+    parser.add_argument("--ops", default=",".join(OPS),
+                        help=f"comma-separated subset of {','.join(OPS)} to run (default: all)")
     args = parser.parse_args(argv)
+    args.ops = [op.strip() for op in args.ops.split(",") if op.strip()]
+    unknown = sorted(set(args.ops) - set(OPS))
+    if unknown:
+        parser.error(f"unknown --ops {unknown}; choose from {list(OPS)}")
     if args.runs < 50:
         parser.error("--runs must be >= 50")
     return args
@@ -164,6 +174,9 @@ def run_cases(torch, kernels, args, timer: Timer, copy_gbs: float, l2_bytes: int
         del sets
 
     for dtype in (torch.float32, torch.float16):
+        if "layernorm" not in args.ops:
+            break
+
         def layernorm_inputs(shape, channels, dtype=dtype):
             """Factory of (x, gamma, beta, gamma and beta in x's dtype for PyTorch, output buffer)."""
             def make():
@@ -188,7 +201,10 @@ def run_cases(torch, kernels, args, timer: Timer, copy_gbs: float, l2_bytes: int
                  lambda x, g, b, gt, bt, out: F.layer_norm(
                      x.permute(0, 2, 3, 1), (x.shape[1],), gt, bt, 1e-5).permute(0, 3, 1, 2).contiguous(), make)
 
+    for dtype in (torch.float32, torch.float16):
         for level, heads in enumerate((1, 2, 4)):
+            if "l2norm" not in args.ops:
+                break
             shape = (heads * 31, hw // 4 ** level)
 
             def make(shape=shape, dtype=dtype):
@@ -200,6 +216,8 @@ def run_cases(torch, kernels, args, timer: Timer, copy_gbs: float, l2_bytes: int
                  lambda x, out: F.normalize(x, dim=-1), make)
 
         for level in range(3):
+            if "gelu" not in args.ops:
+                break
             shape = (4 * 31 * 2 ** level, hw // 4 ** level)
 
             def make(shape=shape, dtype=dtype):
@@ -209,6 +227,66 @@ def run_cases(torch, kernels, args, timer: Timer, copy_gbs: float, l2_bytes: int
             case("gelu", f"FFN level {level}", dtype, shape,
                  lambda x, out: kernels.gelu(x, out=out), lambda x, out: F.gelu(x), make)
     return results
+
+
+def ffn_flops(shape) -> int:
+    """FLOPs of one FFN block: the two 1x1 convolutions (2 * 4C^2 MACs per pixel) and the depthwise 3x3 (36C)."""
+    batch, channels, height, width = shape
+    return 2 * batch * height * width * (8 * channels * channels + 36 * channels)
+
+
+def run_ffn_cases(torch, kernels, args, timer: Timer, copy_gbs: float, l2_bytes: int) -> List[Dict]:
+    """mstpp_ffn_nchw against PyTorch eager ``PreNorm(C, FeedForward(C))(x) + x`` (cuDNN, TF32 off)."""
+    from architecture.mst_plus_plus import FeedForward, PreNorm
+
+    h, w = args.height, args.width
+    shapes = [(1, 31, h, w), (1, 62, h // 2, w // 2), (1, 124, h // 4, w // 4), (16, 31, h, w)]
+    results = []
+    for dtype in (torch.float32, torch.float16):
+        for shape in shapes:
+            channels = shape[1]
+            torch.manual_seed(channels)
+            block = PreNorm(channels, FeedForward(channels)).cuda().eval()
+            params = [p.detach().float().contiguous() for p in (
+                block.norm.weight, block.norm.bias, block.fn.net[0].weight, block.fn.net[2].weight,
+                block.fn.net[4].weight)]
+            block = block.to(dtype)
+            elem = torch.tensor([], dtype=dtype).element_size()
+            moved = 2 * math.prod(shape) * elem
+            sets = [((torch.randn(shape, device="cuda")).to(dtype), torch.empty(shape, device="cuda", dtype=dtype))
+                    for _ in range(buffer_count(moved, l2_bytes))]
+
+            def ours(i):
+                x, out = sets[i % len(sets)]
+                return kernels.ffn_nchw(x, *params, out=out)
+
+            @torch.no_grad()
+            def theirs(i):
+                x = sets[i % len(sets)][0]
+                return block(x) + x
+
+            ours_ms = timer.median_ms(ours, len(sets))
+            theirs_ms = timer.median_ms(theirs, len(sets))
+            flops = ffn_flops(shape)
+            results.append({
+                "op": "ffn", "case": f"C={channels} {shape[2]}x{shape[3]} b={shape[0]}",
+                "dtype": str(dtype).replace("torch.", ""), "shape": list(shape), "bytes_moved": moved,
+                "flops": flops, "buffers": len(sets),
+                "ms": ours_ms, "gb_per_s": moved / ours_ms / 1e6, "fraction_of_copy": moved / ours_ms / 1e6 / copy_gbs,
+                "gflop_per_s": flops / ours_ms / 1e6,
+                "torch_ms": theirs_ms, "torch_gflop_per_s": flops / theirs_ms / 1e6, "speedup": theirs_ms / ours_ms,
+            })
+            del sets, block
+    return results
+
+
+def print_ffn_table(rows: List[Dict]) -> None:
+    header = f"{'ffn case':<26}{'dtype':<9}{'ms':>9}{'GB/s':>8}{'GFLOP/s':>9}{'torch ms':>10}{'speedup':>9}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['case']:<26}{r['dtype']:<9}{r['ms']:>9.4f}{r['gb_per_s']:>8.0f}{r['gflop_per_s']:>9.0f}"
+              f"{r['torch_ms']:>10.4f}{r['speedup']:>8.1f}x")
 
 
 def print_table(copy: Dict, rows: List[Dict]) -> None:
@@ -232,18 +310,23 @@ def main(argv=None) -> int:
     from mstpp import kernels
 
     torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False  # the PyTorch FFN reference runs its 1x1 convolutions in FP32
     timer = Timer(torch, args.runs, args.warmup)
     env = environment(torch)
     l2_bytes = env["l2_cache_bytes"] or (50 << 20)
     copy = copy_bandwidth(torch, timer)
     rows = run_cases(torch, kernels, args, timer, copy["gb_per_s"], l2_bytes)
+    ffn_rows = run_ffn_cases(torch, kernels, args, timer, copy["gb_per_s"], l2_bytes) if "ffn" in args.ops else []
     print_table(copy, rows)
+    if ffn_rows:
+        print()
+        print_ffn_table(ffn_rows)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         result = {"environment": env, "protocol": {"runs": args.runs, "warmup": args.warmup, "statistic": "median",
                                                    "timing": "CUDA-graph replays of >= 10 calls over rotating buffers (> 3x L2), CUDA events, per call",
                                                    "height": args.height, "width": args.width},
-                  "copy_bandwidth": copy, "results": rows}
+                  "ops": args.ops, "copy_bandwidth": copy, "results": rows, "ffn_results": ffn_rows}
         args.out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.out}")
     return 0

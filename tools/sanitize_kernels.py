@@ -32,6 +32,13 @@ def main() -> int:
         for n in (1, 9, 4097):
             kernels.gelu(torch.randn(n, device=dev).to(dtype))
         kernels.gelu(torch.randn(1001, device=dev).to(dtype)[1:])
+        for channels in (31, 62, 124):  # fused FFN: partial tiles, 1-pixel and 1-row images
+            hidden = 4 * channels
+            params = (torch.ones(channels, device=dev), torch.zeros(channels, device=dev),
+                      torch.randn(hidden, channels, device=dev), torch.randn(hidden, 3, 3, device=dev),
+                      torch.randn(channels, hidden, device=dev))
+            for shape in ((2, channels, 17, 23), (1, channels, 1, 1), (1, channels, 1, 37)):
+                kernels.ffn_nchw(torch.randn(*shape, device=dev).to(dtype), *params)
     torch.cuda.synchronize()
     print("sanitize_kernels: all kernels ran")
     return 0

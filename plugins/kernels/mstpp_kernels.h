@@ -1,5 +1,6 @@
 /*
- * C ABI of the MST++ CUDA kernels: LayerNorm over channels, L2 normalisation along the last dim, exact GELU.
+ * C ABI of the MST++ CUDA kernels: LayerNorm over channels, L2 normalisation along the last dim, exact GELU, and
+ * the fused feed-forward block (LN -> 1x1 -> GELU -> depthwise 3x3 -> GELU -> 1x1 -> + x).
  *
  * Every function enqueues work on `stream` (a cudaStream_t passed as void*, NULL = legacy default stream) and
  * returns immediately. Return value: 0 on success, a negative MSTPP_ERR_* code for bad arguments (nothing is
@@ -37,8 +38,10 @@ enum mstpp_status
     MSTPP_ERR_NULL_POINTER = -1,      /* a required pointer is NULL while there is work to do */
     MSTPP_ERR_BAD_SHAPE = -2,         /* a negative size, or a problem too large for the launch grid */
     MSTPP_ERR_BAD_DTYPE = -3,         /* dtype is not one of mstpp_dtype */
-    MSTPP_ERR_UNSUPPORTED_WIDTH = -4, /* LayerNorm channel count outside [1, MSTPP_LAYERNORM_MAX_C] */
-    MSTPP_ERR_BAD_EPS = -5            /* eps is negative or not finite */
+    MSTPP_ERR_UNSUPPORTED_WIDTH = -4, /* channel count not supported: LayerNorm [1, MSTPP_LAYERNORM_MAX_C],
+                                         FFN 31, 62 or 124 */
+    MSTPP_ERR_BAD_EPS = -5,           /* eps is negative or not finite */
+    MSTPP_ERR_OVERLAP = -6            /* y overlaps x where the kernel cannot work in place (FFN) */
 };
 
 /* Largest channel count the LayerNorm kernels accept (31/62/124 have dedicated kernels, the rest a generic one). */
@@ -77,6 +80,21 @@ MSTPP_API int mstpp_l2norm_rows(const void* x, void* y, int64_t rows, int64_t L,
 
 /* Exact (erf) GELU on n contiguous elements: y = 0.5 * x * (1 + erf(x / sqrt(2))), computed in float32. */
 MSTPP_API int mstpp_gelu(const void* x, void* y, int64_t n, int dtype, void* stream);
+
+/*
+ * MST++ feed-forward block with its pre-norm and residual, on contiguous NCHW tensors [B, C, H, W]:
+ *   y = x + W2 . GELU(DW3x3(GELU(W1 . LN(x))))
+ * LN: LayerNorm over the C channels of each pixel (biased variance, eps, affine ln_gamma/ln_beta [C]).
+ * w1: [4C, C] (1x1 conv, no bias). wdw: [4C, 3, 3] depthwise 3x3 conv, stride 1, zero padding 1 applied to its
+ * input (hidden values outside the image are 0), no bias. w2: [C, 4C] (1x1 conv, no bias). GELU is exact (erf).
+ * All weights are float32 device arrays; x and y share `dtype`. Every operation runs in float32 (FMA, no TF32),
+ * and the 4C hidden state never goes to global memory (spatial tiles with a 1-pixel halo in shared memory).
+ * C must be 31, 62 or 124 (MSTPP_ERR_UNSUPPORTED_WIDTH otherwise); any B, H, W >= 0.
+ * x and y must not overlap, y == x included: tiles read their halo from pixels that other tiles write, so the
+ * kernel cannot run in place (MSTPP_ERR_OVERLAP). Uses up to 98 KB of shared memory per block (sm_80+).
+ */
+MSTPP_API int mstpp_ffn_nchw(const void* x, void* y, const float* ln_gamma, const float* ln_beta, const float* w1,
+    const float* wdw, const float* w2, int64_t B, int C, int64_t H, int64_t W, float eps, int dtype, void* stream);
 
 #ifdef __cplusplus
 }
