@@ -16,7 +16,7 @@ from mstpp.backends import ROUTES, RouteSpec, RouteUnavailable, Runner
 from mstpp.bench import stats
 from mstpp.bench.environment import capture_environment, environment_slug
 from mstpp.bench.report import build_report, latency_table, render_report
-from mstpp.bench.results import (BenchResult, Row, attach_speedups, merge_results, read_results, read_rows_csv,
+from mstpp.bench.results import (BenchResult, Row, attach_speedups, load_results_dir, merge_results, read_results, read_rows_csv,
                                  repeat_check, write_results)
 from mstpp.bench.runner_loop import BenchOptions, benchmark_route, classify, run_benchmark
 from mstpp.bench.timing import TimingConfig, capture_cuda_graph, time_callable
@@ -233,6 +233,17 @@ def test_merge_replaces_same_measurement():
     merged = merge_results([first, second])
     assert sorted((r.route, r.median_ms) for r in merged.rows) == [("torch-fp16", 5.0), ("torch-fp32", 11.0)]
     assert [m["source"] for m in merged.metadata["sources"]] == ["a.json", "b.json"]
+
+
+def test_results_dir_merges_in_run_order_not_name_order(tmp_path):
+    newer = BenchResult([Row("fused-fp16", 1, 8, 8, median_ms=3.0)], {"gpu": "X", "date_utc": "2026-01-02T00:00:00"})
+    older = BenchResult([Row("fused-fp16", 1, 8, 8, status="skipped", reason="not built")],
+                        {"gpu": "X", "date_utc": "2026-01-01T00:00:00"})
+    write_results(newer, tmp_path, "a-new")
+    write_results(older, tmp_path, "z-old")
+    latency, _ = load_results_dir(tmp_path)
+    (row,) = merge_results(latency).rows
+    assert row.status == "ok" and row.median_ms == 3.0
 
 
 def test_environment_is_complete_and_anonymous():

@@ -43,11 +43,7 @@ def _trt(state_dict, device, **kw) -> Runner:
 
 
 def _fused(state_dict, device, **kw) -> Runner:
-    try:
-        from .fused import FusedRunner
-    except ImportError:
-        raise RouteUnavailable("fused kernels: the fused-kernel backend is not implemented yet "
-                               "(the LayerNorm/L2Norm/GELU kernels exist; the fused blocks do not)") from None
+    from .fused import FusedRunner
     return FusedRunner(state_dict, device=device, **kw)
 
 
@@ -84,8 +80,9 @@ for _path in ("parser", "api"):
              f"{_prec.upper()}", _trt, path=_path, precision=_prec)
 _add("trt-api-fp16-plugins", "TensorRT network API FP16 with our CUDA plugins", _trt,
      path="api", precision="fp16", plugins="ours")
-_add("fused-fp32", "our fused CUDA kernels, FP32", _fused, precision="fp32")
-_add("fused-fp16", "our fused CUDA kernels, FP16", _fused, precision="fp16")
+for _prec in ("fp32", "fp16", "bf16"):
+    _add(f"fused-{_prec}", f"our fused feed-forward kernels, {_prec.upper()} storage (the rest PyTorch eager)",
+         _fused, precision=_prec)
 
 
 def make_runner(route: str, state_dict: Mapping[str, torch.Tensor], device: str | None = None,

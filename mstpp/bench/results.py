@@ -249,11 +249,14 @@ def merge_results(results: Sequence[BenchResult]) -> BenchResult:
 
 
 def load_results_dir(directory: str | Path) -> tuple[list[BenchResult], list[dict[str, Any]]]:
-    """All ``*.json`` result files of ``directory``, sorted by name: (latency results, accuracy envelopes).
+    """All ``*.json`` result files of ``directory``: (latency results, accuracy envelopes).
 
-    Files that are not result files are ignored, so other JSON (e.g. build configs) may live beside them.
+    Latency results are ordered by the date their run started (then by file name), so that
+    :func:`merge_results` lets a newer measurement of a route replace an older one whatever the files
+    are called. Files that are not result files are ignored, so other JSON may live beside them.
     """
     latency: list[BenchResult] = []
+    dates: list[str] = []
     accuracy: list[dict[str, Any]] = []
     for path in sorted(Path(directory).glob("*.json")):
         try:
@@ -262,7 +265,9 @@ def load_results_dir(directory: str | Path) -> tuple[list[BenchResult], list[dic
             continue
         if data["kind"] == "latency":
             latency.append(read_results(path))
+            dates.append(str(latency[-1].environment.get("date_utc", "")))
         elif data["kind"] == "accuracy":
             data["metadata"].setdefault("source", path.name)
             accuracy.append(data)
-    return latency, accuracy
+    order = sorted(range(len(latency)), key=lambda i: dates[i])  # stable: same date keeps name order
+    return [latency[i] for i in order], accuracy

@@ -1,0 +1,124 @@
+"""Fused-kernel route: MST++ with its blocks replaced, one by one, by our fused CUDA kernels.
+
+Built so far: the feed-forward block (LayerNorm -> 1x1 -> GELU -> depthwise 3x3 -> GELU -> 1x1 -> + x) as
+one kernel per block (``mstpp.kernels.ffn_nchw``; the 4C hidden state never leaves the chip). Everything
+else - spectral attention, down/up-sampling, embedding and mapping - still runs as PyTorch eager at the
+route's dtype. ``describe()`` lists which blocks are fused, so results say what was measured.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from architecture import build_model
+from architecture.mst_plus_plus import MSAB
+
+from .base import RouteUnavailable, Runner, require_cuda
+from .torch_eager import set_tf32
+
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+#: Which parts of the forward run on fused kernels (the rest is PyTorch eager).
+FUSED_PARTS = ("feed-forward blocks",)
+
+
+class FusedFeedForward(nn.Module):
+    """``x + PreNorm(C, FeedForward(C))(x)`` in one kernel. Parameters are kept as float32 on the device."""
+
+    def __init__(self, prenorm: nn.Module) -> None:
+        super().__init__()
+        net = prenorm.fn.net
+        self.eps = float(prenorm.norm.eps)
+        for name, tensor in (("ln_weight", prenorm.norm.weight), ("ln_bias", prenorm.norm.bias),
+                             ("w1", net[0].weight.flatten(1)), ("wdw", net[2].weight.flatten(1)),
+                             ("w2", net[4].weight.flatten(1))):
+            self.register_buffer(name, tensor.detach().float().contiguous())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, C, H, W] contiguous -> x + FFN(LN(x)), same shape and dtype."""
+        from .. import kernels
+
+        return kernels.ffn_nchw(x, self.ln_weight, self.ln_bias, self.w1, self.wdw.view(-1, 3, 3), self.w2,
+                                eps=self.eps)
+
+
+class FusedMSAB(nn.Module):
+    """An ``MSAB`` whose feed-forward halves (with their residual adds) run as fused kernels."""
+
+    def __init__(self, block: MSAB) -> None:
+        super().__init__()
+        self.attns = nn.ModuleList(attn for attn, _ in block.blocks)
+        self.ffns = nn.ModuleList(FusedFeedForward(ff) for _, ff in block.blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, C, H, W] -> [B, C, H, W]."""
+        for attn, ffn in zip(self.attns, self.ffns):
+            x = attn(x) + x
+            x = ffn(x.contiguous())
+        return x
+
+
+def fuse_blocks(model: nn.Module) -> int:
+    """Replace every ``MSAB`` inside ``model`` (in place) by a ``FusedMSAB``; returns how many were replaced."""
+    count = 0
+    for name, child in list(model.named_children()):
+        if isinstance(child, MSAB):
+            setattr(model, name, FusedMSAB(child))
+            count += 1
+        else:
+            count += fuse_blocks(child)
+    return count
+
+
+class FusedRunner(Runner):
+    """MST++ with fused feed-forward kernels (see the module docstring for what is still PyTorch).
+
+    Args:
+        state_dict: MST++ weights (float32).
+        precision: ``fp32`` (TF32 off everywhere), ``fp16`` or ``bf16`` (activations stored in that dtype;
+            the fused kernels compute in float32).
+        device: a CUDA device.
+    """
+
+    def __init__(self, state_dict: Mapping[str, torch.Tensor], precision: str = "fp32",
+                 device: str = "cuda") -> None:
+        super().__init__(device)
+        if precision not in _DTYPES:
+            raise ValueError(f"precision must be one of {sorted(_DTYPES)}, got {precision!r}")
+        self.route = f"fused-{precision}"
+        if self.device.type != "cuda":
+            raise RouteUnavailable(f"{self.route}: the fused kernels run on a CUDA GPU only")
+        require_cuda(self.route)
+        from .. import kernels
+
+        try:
+            kernels.load_library()
+        except kernels.KernelLibraryError as exc:
+            raise RouteUnavailable(f"{self.route}: {exc}") from None
+        self.precision = precision
+        self.input_dtype = _DTYPES[precision]
+        model = build_model("mst_plus_plus")
+        model.load_state_dict(state_dict, strict=True)
+        model = model.eval()
+        self.fused_blocks = fuse_blocks(model)  # copies the float32 weights the kernels use
+        # Only the PyTorch parts take the route's dtype (module.to(dtype) would cast the kernels' buffers too).
+        for param in model.parameters():
+            param.data = param.data.to(self.input_dtype)
+        self.model = model.to(self.device)
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        set_tf32(False)
+        with torch.inference_mode():
+            return self.model(x)
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info.update(framework=f"torch {torch.__version__} + mstpp kernels", tf32=False,
+                    fused_parts=list(FUSED_PARTS), fused_msab=self.fused_blocks,
+                    unfused="spectral attention, sampling, embedding/mapping: PyTorch eager")
+        return info
+
+    def close(self) -> None:
+        del self.model
