@@ -158,7 +158,8 @@ def resolve_weights(path: str | Path | None) -> tuple[dict[str, torch.Tensor], W
         return read_state_dict(path), WeightSource(str(path), f"weights: {path}")
     if SHIPPED_WEIGHTS.is_file():
         return read_state_dict(SHIPPED_WEIGHTS), WeightSource(
-            str(SHIPPED_WEIGHTS), f"weights: shipped {SHIPPED_WEIGHTS.name}")
+            str(SHIPPED_WEIGHTS), f"weights: shipped {SHIPPED_WEIGHTS.name} (trained on synthetic scenes; "
+                                  "see model/MODEL_CARD.md)")
     return seeded_state_dict(), WeightSource(
         None, f"weights: NOT TRAINED - seeded random initialisation (seed {DEFAULT_SEED}); "
               "outputs are not real spectra. Pass --weights PATH for a trained checkpoint.")

@@ -32,6 +32,9 @@ def test_seeded_default_is_deterministic_and_announced():
     state, source = resolve_weights(None)
     if source.is_random:
         assert "NOT TRAINED" in source.description
+    else:
+        assert "shipped" in source.description and "MODEL_CARD" in source.description
+        assert set(state) == set(a)
 
 
 def test_other_model_checkpoint_is_rejected(tmp_path):
