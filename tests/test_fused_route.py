@@ -1,15 +1,14 @@
 """The fused-kernel route against PyTorch FP32: the golden case and the real ARAD frame (GPU), skip reasons (CPU)."""
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
-
 import pytest
 import torch
 
 from mstpp.backends import RouteUnavailable, make_runner
 from mstpp.io import read_rgb
 from mstpp.weights import resolve_weights
+
+from kernel_helpers import ensure_kernels_built
 
 
 def test_fused_route_without_gpu_is_unavailable_with_a_reason(golden_state):
@@ -19,10 +18,7 @@ def test_fused_route_without_gpu_is_unavailable_with_a_reason(golden_state):
 
 @pytest.fixture(scope="module")
 def kernels_built():
-    from mstpp import kernels
-
-    if not kernels.library_path().is_file():
-        subprocess.run(["make", "-C", str(Path(__file__).resolve().parent.parent / "plugins"), "-j4"], check=True)
+    ensure_kernels_built()
 
 
 def _run(route: str, state, x: torch.Tensor) -> torch.Tensor:

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import copy
 import math
-import subprocess
-from pathlib import Path
 
 import pytest
 import torch
@@ -25,9 +23,10 @@ import torch
 from architecture.mst_plus_plus import FeedForward, PreNorm
 from mstpp import kernels
 
+from kernel_helpers import Poisoned, ensure_kernels_built
+
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 CHANNELS = [31, 62, 124]
-GUARD = 64  # NaN elements each side of every output
 # Single pixel; odd sizes with partial tiles at both borders (tiles are 14x14, 6x14, 8x8); batch; MST++ level 2.
 SHAPES = [(1, 1, 1), (2, 7, 13), (1, 64, 61), (1, 128, 122), (3, 15, 29)]
 LOW_TOL = {
@@ -69,28 +68,9 @@ def _reference(block: PreNorm, x: torch.Tensor, dtype: torch.dtype) -> torch.Ten
     return ref(xr) + xr
 
 
-class Poisoned:
-    """A NaN-filled output with NaN guard bands around it."""
-
-    def __init__(self, like: torch.Tensor):
-        self.buffer = torch.full((like.numel() + 2 * GUARD,), float("nan"), dtype=like.dtype, device=like.device)
-        self.out = self.buffer[GUARD:GUARD + like.numel()].view(like.shape)
-
-    def check(self) -> torch.Tensor:
-        torch.cuda.synchronize()
-        assert torch.isnan(self.buffer[:GUARD]).all() and torch.isnan(self.buffer[-GUARD:]).all(), \
-            "kernel wrote outside its output"
-        assert torch.isfinite(self.out).all(), "output has NaN/Inf (unwritten pixels)"
-        return self.out
-
-
 @pytest.fixture(scope="module")
 def built_library():
-    path = kernels.library_path()
-    if not path.is_file():
-        plugins = Path(__file__).resolve().parent.parent / "plugins"
-        subprocess.run(["make", "-C", str(plugins), "-j4"], check=True)
-    assert path.is_file()
+    ensure_kernels_built()
 
 
 @pytest.fixture

@@ -7,14 +7,14 @@ float32 1e-5, float16 2e-3 relative, bfloat16 1.6e-2 relative.
 """
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from mstpp import kernels
+
+from kernel_helpers import GUARD, Poisoned, ensure_kernels_built
 
 pytestmark = [
     pytest.mark.gpu,
@@ -27,17 +27,12 @@ TOL = {
     torch.float16: dict(atol=1e-3, rtol=2e-3),
     torch.bfloat16: dict(atol=8e-3, rtol=1.6e-2),
 }
-GUARD = 64  # elements of NaN on each side of every output; a multiple of 16 bytes for every dtype
 _seed = [0]
 
 
 @pytest.fixture(scope="module", autouse=True)
 def built_library():
-    path = kernels.library_path()
-    if not path.is_file():
-        plugins = Path(__file__).resolve().parent.parent / "plugins"
-        subprocess.run(["make", "-C", str(plugins), "-j4"], check=True)
-    assert path.is_file()
+    ensure_kernels_built()
 
 
 def _generator() -> torch.Generator:
@@ -55,21 +50,6 @@ def _affine(channels: int):
     gamma = 1.0 + 0.1 * torch.randn(channels, generator=gen, device="cuda")
     beta = 0.1 * torch.randn(channels, generator=gen, device="cuda")
     return gamma, beta
-
-
-class Poisoned:
-    """A NaN-filled output with NaN guard bands around it."""
-
-    def __init__(self, like: torch.Tensor):
-        self.buffer = torch.full((like.numel() + 2 * GUARD,), float("nan"), dtype=like.dtype, device=like.device)
-        self.out = self.buffer[GUARD:GUARD + like.numel()].view(like.shape)
-
-    def check(self) -> torch.Tensor:
-        torch.cuda.synchronize()
-        assert torch.isnan(self.buffer[:GUARD]).all() and torch.isnan(self.buffer[-GUARD:]).all(), \
-            "kernel wrote outside its output"
-        assert torch.isfinite(self.out).all(), "output has NaN/Inf (unwritten or overflowed elements)"
-        return self.out
 
 
 def _assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype) -> None:
