@@ -1,7 +1,14 @@
-"""The CUDA kernels compile with nvcc and the library exports its C ABI (CPU-only: nothing is launched)."""
+"""The CUDA kernels compile with nvcc and the library exports its C ABI (CPU-only: nothing is launched).
+
+With ``TENSORRT_ROOT`` set (a directory with ``include/NvInfer.h``; headers alone are enough for the compile
+check), the TensorRT plugin sources are compiled too; with ``lib/libnvinfer.so`` there as well, both plugin
+libraries are linked, their exports checked, and ``tests/plugin_check.cpp`` exercises the creators and MstFfn
+on the host (no GPU needed).
+"""
 from __future__ import annotations
 
 import ctypes
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,7 +26,17 @@ EXPORTED = [
     "mstpp_ffn_nchw",
 ]
 
+#: What the dynamic-registration plugin library exports besides the kernels' C ABI (the static one: nothing).
+PLUGIN_LOADER_EXPORTS = ["getCreators", "setLoggerFinder"]
+TENSORRT_ROOT = Path(os.environ["TENSORRT_ROOT"]) if os.environ.get("TENSORRT_ROOT") else None
+
 requires_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")
+requires_tensorrt_headers = pytest.mark.skipif(
+    TENSORRT_ROOT is None or not (TENSORRT_ROOT / "include" / "NvInfer.h").is_file(),
+    reason="set TENSORRT_ROOT to a TensorRT 10.x/11.x root (include/NvInfer.h) to compile the plugins")
+requires_libnvinfer = pytest.mark.skipif(
+    TENSORRT_ROOT is None or not (TENSORRT_ROOT / "lib" / "libnvinfer.so").is_file(),
+    reason="TENSORRT_ROOT has no lib/libnvinfer.so to link the plugin libraries against")
 requires_make = pytest.mark.skipif(shutil.which("make") is None, reason="make is not on PATH")
 
 
@@ -98,3 +115,55 @@ def test_make_plugins_with_wrong_tensorrt_root_fails_clearly(tmp_path: Path):
     result = _make("plugins", f"TENSORRT_ROOT={tmp_path / 'nowhere'}", f"BUILD_DIR={tmp_path}")
     assert result.returncode != 0
     assert "include/NvInfer.h not found" in result.stdout + result.stderr
+
+
+@requires_make
+@requires_nvcc
+@requires_tensorrt_headers
+def test_plugin_sources_compile_against_tensorrt(tmp_path: Path):
+    objects = [f"{tmp_path}/obj/trt/mstppPlugins.{kind}.o" for kind in ("static", "dynamic")]
+    result = _make("-j2", *objects, f"TENSORRT_ROOT={TENSORRT_ROOT}", f"BUILD_DIR={tmp_path}")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "warning" not in output.lower(), output  # built with -Wall
+    assert all(Path(o).is_file() for o in objects)
+
+
+@pytest.fixture(scope="module")
+def plugin_libs(tmp_path_factory) -> Path:
+    build_dir = tmp_path_factory.mktemp("plugins_trt_build")
+    result = _make("-j2", "plugins", f"TENSORRT_ROOT={TENSORRT_ROOT}", f"BUILD_DIR={build_dir}", "CUDA_ARCHS=sm_90",
+                   "PTX_ARCH=")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return build_dir
+
+
+def _defined_exports(lib: Path) -> set[str]:
+    out = subprocess.run(["nm", "-D", "--defined-only", str(lib)], capture_output=True, text=True, check=True).stdout
+    return {line.split()[-1] for line in out.splitlines() if line.strip() and not line.split()[-1].startswith("_")}
+
+
+@requires_make
+@requires_nvcc
+@requires_libnvinfer
+@pytest.mark.skipif(shutil.which("nm") is None, reason="nm is not on PATH")
+def test_plugin_libraries_export_sets(plugin_libs: Path):
+    assert _defined_exports(plugin_libs / "libmstpp_plugins.so") == set(EXPORTED)
+    assert _defined_exports(plugin_libs / "libmstpp_plugins_dynamic.so") == set(EXPORTED) | set(PLUGIN_LOADER_EXPORTS)
+
+
+@requires_make
+@requires_nvcc
+@requires_libnvinfer
+def test_plugin_creators_and_ffn_checks_on_host(plugin_libs: Path, tmp_path: Path):
+    # nvcc only as the host compiler driver: it knows where cuda_runtime_api.h (included by NvInfer.h) lives.
+    exe = tmp_path / "plugin_check"
+    build = subprocess.run(["nvcc", "-std=c++17", "-Xcompiler", "-Wall,-Wextra", "-isystem",
+                            str(TENSORRT_ROOT / "include"), str(Path(__file__).with_name("plugin_check.cpp")), "-ldl",
+                            "-o", str(exe)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0 and "warning" not in build.stderr, build.stderr
+    env = dict(os.environ, LD_LIBRARY_PATH=f"{TENSORRT_ROOT / 'lib'}:{os.environ.get('LD_LIBRARY_PATH', '')}")
+    run = subprocess.run([str(exe), str(plugin_libs / "libmstpp_plugins_dynamic.so")], capture_output=True,
+                         text=True, timeout=120, env=env)
+    print(run.stdout)
+    assert run.returncode == 0 and "OK" in run.stdout, run.stdout + run.stderr

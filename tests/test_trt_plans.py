@@ -52,14 +52,29 @@ def test_shape_range_validation():
         ShapeRange((2, 3, 16, 16), (1, 3, 512, 482), (4, 3, 1024, 1024)).validate()
 
 
-def test_rtx_has_no_plugins_and_says_so(tmp_path, golden_dir):
+@pytest.mark.parametrize("plugins", ["ours", "fused"])
+def test_rtx_has_no_plugins_and_says_so(tmp_path, golden_dir, plugins):
     pytest.importorskip("tensorrt_rtx")
     from conftest import run_script
 
-    proc = run_script("mst_trt_api.py", "--weight_path", str(golden_dir / "mstpp_golden.npz"), "--plugins", "ours",
+    proc = run_script("mst_trt_api.py", "--weight_path", str(golden_dir / "mstpp_golden.npz"), "--plugins", plugins,
                       "--trt", "tensorrt_rtx", "--plan_path", str(tmp_path / "p.plan"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "has no plugin layers" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "p.plan").exists()
+
+
+def test_fused_plugins_with_int8_are_refused_in_one_line(tmp_path, golden_dir):
+    from conftest import run_script
+
+    # Refused before TensorRT, the weights or calibration are looked at, so any TensorRT (or none) gives this.
+    proc = run_script("mst_trt_api.py", "--weight_path", str(golden_dir / "mstpp_golden.npz"), "--plugins", "fused",
+                      "--mode", "INT8", "--plan_path", str(tmp_path / "p.plan"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "error: --plugins fused is not available with --mode INT8 (the MstFfn plugin has no INT8 path); "
+        "use --plugins none or ours for INT8, or FP16/FP32 with fused"]
 
 
 def test_rtx_plan_record_contents(tmp_path, golden_dir):

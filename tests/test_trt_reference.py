@@ -584,6 +584,73 @@ def test_plugin_rejections() -> None:
         net.add_plugin_v3([x, g, g], [], make_plugin("MstLayerNorm"))
 
 
+def ffn_fields(c: int, scale: float = 0.2) -> dict[str, np.ndarray]:
+    return {"ln_gamma": rand(c), "ln_beta": rand(c), "w1": rand(4 * c, c) * scale,
+            "wdw": rand(4 * c, 3, 3) * scale, "w2": rand(c, 4 * c) * scale}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("c", [31, 62, 124])
+def test_plugin_mst_ffn_matches_the_pytorch_block(c: int, dtype: type) -> None:
+    from architecture.mst_plus_plus import FeedForward, PreNorm
+
+    fields = ffn_fields(c)
+    block = PreNorm(c, FeedForward(c)).eval()
+    with torch.no_grad():
+        block.norm.weight.copy_(torch.from_numpy(fields["ln_gamma"]))
+        block.norm.bias.copy_(torch.from_numpy(fields["ln_beta"]))
+        block.fn.net[0].weight.copy_(torch.from_numpy(fields["w1"]).view(4 * c, c, 1, 1))
+        block.fn.net[2].weight.copy_(torch.from_numpy(fields["wdw"]).view(4 * c, 1, 3, 3))
+        block.fn.net[4].weight.copy_(torch.from_numpy(fields["w2"]).view(c, 4 * c, 1, 1))
+    x = rand(2, c, 5, 7, dtype=dtype)  # odd H, W: the zero padding of the depthwise conv shows at every edge
+    plugin = make_plugin("MstFfn", epsilon=np.array([1e-5], np.float32), **fields)
+    net = ref.create_reference_network()
+    trt_dtype = T.float32 if dtype == np.float32 else T.float16
+    layer = net.add_plugin_v3([net.add_input("x", trt_dtype, (-1, c, -1, -1))], [], plugin)
+    assert layer.get_output(0).shape == (-1, c, -1, -1) and layer.get_output(0).dtype == trt_dtype
+    got = run_one(net, layer.get_output(0), x=x)
+    x32 = torch.from_numpy(x).float()
+    with torch.no_grad():
+        expected = (x32 + block(x32)).to(got.dtype)
+    assert got.dtype == torch.from_numpy(x).dtype
+    torch.testing.assert_close(got, expected, **({"rtol": 1e-5, "atol": 1e-5} if dtype == np.float32
+                                                 else {"rtol": 1e-3, "atol": 4e-3}))
+
+
+def test_plugin_mst_ffn_field_validation() -> None:
+    good = ffn_fields(31)
+    for c in (30, 32, 64):
+        with pytest.raises(ValueError, match=f"C \\(the length of ln_gamma\\) must be 31, 62 or 124, got {c}"):
+            make_plugin("MstFfn", **ffn_fields(c))
+    for key, n in (("ln_beta", 31), ("w1", 4 * 31 * 31), ("wdw", 4 * 31 * 9), ("w2", 4 * 31 * 31)):
+        bad = dict(good, **{key: rand(n + 1)})
+        with pytest.raises(ValueError, match=f"field '{key}' must hold .* = {n} values for C = 31, got {n + 1}"):
+            make_plugin("MstFfn", **bad)
+    for key in good:
+        with pytest.raises(ValueError, match=f"missing field.*'{key}'"):
+            make_plugin("MstFfn", **{k: v for k, v in good.items() if k != key})
+    with pytest.raises(ValueError, match="epsilon must be finite"):
+        make_plugin("MstFfn", epsilon=np.array([-1.0], np.float32), **good)
+    with pytest.raises(ValueError, match="unknown plugin field 'bias'"):
+        make_plugin("MstFfn", bias=rand(31), **good)
+    creator = T.get_plugin_registry().get_creator("MstFfn", ref.PLUGIN_VERSION, ref.PLUGIN_NAMESPACE)
+    assert {f.name for f in creator.field_names} == {"epsilon", "ln_gamma", "ln_beta", "w1", "wdw", "w2"}
+    fields = [T.PluginField(k, v, T.PluginFieldType.FLOAT32) for k, v in good.items() if k != "w1"]
+    with pytest.raises(TypeError, match="'w1' must be FLOAT32 data of numpy float32"):  # float64 labelled FLOAT32
+        creator.create_plugin("x", T.PluginFieldCollection(
+            fields + [T.PluginField("w1", good["w1"].astype(np.float64), T.PluginFieldType.FLOAT32)]),
+            T.TensorRTPhase.BUILD)
+    # Build-time checks: 4-D NCHW with C channels, FLOAT or HALF.
+    plugin = make_plugin("MstFfn", **good)
+    net = ref.create_reference_network()
+    with pytest.raises(ValueError, match="4-D NCHW x with 31 channels"):
+        net.add_plugin_v3([net.add_input("a", T.float32, (1, 62, 8, 8))], [], plugin).get_output(0).shape
+    with pytest.raises(ValueError, match="4-D NCHW x with 31 channels"):
+        net.add_plugin_v3([net.add_input("b", T.float32, (31, 8, 8))], [], plugin).get_output(0).shape
+    with pytest.raises(TypeError, match="INT32"):
+        net.add_plugin_v3([net.add_input("c", T.int32, (1, 31, 8, 8))], [], plugin)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Rejections (what TensorRT's builder refuses)
 # ----------------------------------------------------------------------------------------------------------------

@@ -58,10 +58,11 @@ build-time shapes/dtypes/defaults it reported. The RTX builder cannot *run* engi
 * **[docs, not rtx]** The quantize/dequantize scale must come from a subgraph of constants ("The subgraph
   which terminates with the scale tensor must be a build-time constant", ``IQuantizeLayer`` docstring).
   The RTX builder did *not* reject a scale fed by a network input, so this check is stricter than RTX.
-* **[project]** Plugins ``MstLayerNorm``, ``MstL2Norm``, ``MstGelu`` (version :data:`PLUGIN_VERSION`, namespace
-  :data:`PLUGIN_NAMESPACE`) follow the project's plugin contract; TensorRT-RTX has no plugin layers, so
+* **[project]** Plugins ``MstLayerNorm``, ``MstL2Norm``, ``MstGelu``, ``MstFfn`` (version :data:`PLUGIN_VERSION`,
+  namespace :data:`PLUGIN_NAMESPACE`) follow the project's plugin contract; TensorRT-RTX has no plugin layers, so
   nothing about them is cross-checked. Field data must have the numpy dtype its ``PluginFieldType`` names,
-  and unknown field names are rejected (a C++ creator would ignore them silently).
+  and unknown field names are rejected (a C++ creator would ignore them silently). ``MstFfn`` takes its
+  weights as FLOAT32 array fields and checks C and their sizes at creation, like its C++ creator.
 
 Errors: strong-typing violations raise :class:`StrongTypingError` (a ``TypeError``) when the layer is added (a
 conv kernel/bias tensor of the wrong dtype: at ``set_input``, where TensorRT reports it at build);
@@ -1647,22 +1648,37 @@ class _ReferencePlugin:
     plugin_version: ClassVar[str] = PLUGIN_VERSION
     plugin_namespace: ClassVar[str] = PLUGIN_NAMESPACE
     FIELDS: ClassVar[dict[str, tuple[PluginFieldType, float | int]]] = {}  # name -> (type, default)
+    # Array fields: name -> type. Any length >= 1; required (no default); the value is a flat numpy copy.
+    ARRAY_FIELDS: ClassVar[dict[str, PluginFieldType]] = {}
     NUM_INPUTS: ClassVar[int] = 1
 
     def __init__(self, name: str, fields: Iterable[PluginField]) -> None:
         self.name = name
         self.values: dict[str, Any] = {key: default for key, (_, default) in self.FIELDS.items()}
         for field in fields:
-            if field.name not in self.FIELDS:
+            if field.name not in self.FIELDS and field.name not in self.ARRAY_FIELDS:
                 raise InvalidNetworkError(f"{self.plugin_name}: unknown plugin field {field.name!r}")
-            kind, _ = self.FIELDS[field.name]
+            is_array = field.name in self.ARRAY_FIELDS
+            kind = self.ARRAY_FIELDS[field.name] if is_array else self.FIELDS[field.name][0]
             if field.type != kind or field.data is None or field.data.dtype != np.dtype(_FIELD_NUMPY[kind]):
                 got = None if field.data is None else field.data.dtype
                 raise StrongTypingError(f"{self.plugin_name}: field {field.name!r} must be {kind.name} "
                                         f"data of numpy {np.dtype(_FIELD_NUMPY[kind])}, got {field.type.name}/{got}")
+            if is_array:
+                if field.data.size < 1:
+                    raise InvalidNetworkError(f"{self.plugin_name}: field {field.name!r} is empty")
+                self.values[field.name] = field.data.reshape(-1).copy()
+                continue
             if field.data.size != 1:
                 raise InvalidNetworkError(f"{self.plugin_name}: field {field.name!r} must hold one value")
             self.values[field.name] = field.data.reshape(-1)[0].item()
+        missing = [key for key in self.ARRAY_FIELDS if key not in self.values]
+        if missing:
+            raise InvalidNetworkError(f"{self.plugin_name}: missing field(s) {', '.join(map(repr, missing))}")
+        self.check_fields()
+
+    def check_fields(self) -> None:
+        """Creation-time checks of the field values (the C++ creator's); raise InvalidNetworkError."""
 
     def infer(self, layer: ReferenceLayer, inputs: list[_Meta]) -> list[_Meta]:
         if len(inputs) != self.NUM_INPUTS:
@@ -1730,6 +1746,60 @@ class _MstGelu(_ReferencePlugin):
         return [_activation(_A.GELU_ERF, xs[0].float(), 0.0, 0.0).to(xs[0].dtype)]
 
 
+class _MstFfn(_ReferencePlugin):
+    """MST++ feed-forward half with its residual on NCHW x: ``x + W2 GELU(DW3x3(GELU(W1 LN(x))))``.
+
+    Weights are FP32 array fields (``ln_gamma``/``ln_beta`` [C], ``w1`` [4C, C], ``wdw`` [4C, 3, 3], ``w2``
+    [C, 4C]); C = len(ln_gamma) must be 31, 62 or 124 and every other size must match, checked at creation as
+    the C++ creator does. Build time: x is 4-D FLOAT/HALF with C channels. Forward: FP32 arithmetic throughout
+    (LayerNorm with biased variance, exact GELU, zero-padded depthwise 3x3, residual from x), rounded once to x's
+    dtype - the contract of ``mstpp_ffn_nchw``.
+    """
+
+    plugin_name = "MstFfn"
+    FIELDS = {"epsilon": (PluginFieldType.FLOAT32, 1e-5)}
+    ARRAY_FIELDS = {key: PluginFieldType.FLOAT32 for key in ("ln_gamma", "ln_beta", "w1", "wdw", "w2")}
+    CHANNELS: ClassVar[tuple[int, ...]] = (31, 62, 124)
+
+    def check_fields(self) -> None:
+        eps = self.values["epsilon"]
+        if not (math.isfinite(eps) and eps >= 0):
+            raise InvalidNetworkError(f"MstFfn: epsilon must be finite and >= 0, got {eps}")
+        c = self.values["ln_gamma"].size
+        if c not in self.CHANNELS:
+            raise InvalidNetworkError(f"MstFfn: C (the length of ln_gamma) must be 31, 62 or 124, got {c}")
+        for key, formula, n in (("ln_beta", "C", c), ("w1", "4*C*C", 4 * c * c), ("wdw", "4*C*9", 4 * c * 9),
+                                ("w2", "C*4*C", 4 * c * c)):
+            if self.values[key].size != n:
+                raise InvalidNetworkError(f"MstFfn: field {key!r} must hold {formula} = {n} values for C = {c}, "
+                                          f"got {self.values[key].size}")
+
+    @property
+    def channels(self) -> int:
+        return int(self.values["ln_gamma"].size)
+
+    def infer(self, layer: ReferenceLayer, inputs: list[_Meta]) -> list[_Meta]:
+        out = super().infer(layer, inputs)
+        x = inputs[0]
+        if len(x.shape) != 4 or x.shape[1] != self.channels:
+            raise InvalidNetworkError(f"{layer.name}: MstFfn needs a 4-D NCHW x with {self.channels} channels "
+                                      f"(the length of ln_gamma), got {x.shape}")
+        return out
+
+    def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        x = xs[0]
+        c, v = self.channels, x.float()
+        w = {key: torch.from_numpy(self.values[key]) for key in self.ARRAY_FIELDS}
+        mean = v.mean(dim=1, keepdim=True)
+        var = ((v - mean) ** 2).mean(dim=1, keepdim=True)
+        h = (v - mean) / torch.sqrt(var + self.values["epsilon"])
+        h = h * w["ln_gamma"].view(1, c, 1, 1) + w["ln_beta"].view(1, c, 1, 1)
+        h = _activation(_A.GELU_ERF, F.conv2d(h, w["w1"].view(4 * c, c, 1, 1)), 0.0, 0.0)
+        h = _activation(_A.GELU_ERF, F.conv2d(h, w["wdw"].view(4 * c, 1, 3, 3), padding=1, groups=4 * c), 0.0, 0.0)
+        y = v + F.conv2d(h, w["w2"].view(c, 4 * c, 1, 1))
+        return [y.to(x.dtype)]
+
+
 class _PluginCreator:
     """``IPluginCreatorV3One`` subset: ``name``, ``plugin_version``, ``field_names``, ``create_plugin``."""
 
@@ -1739,7 +1809,8 @@ class _PluginCreator:
         self.plugin_version = plugin_cls.plugin_version
         self.plugin_namespace = plugin_cls.plugin_namespace
         self.field_names = PluginFieldCollection(
-            PluginField(key, None, kind) for key, (kind, _) in plugin_cls.FIELDS.items())
+            [PluginField(key, None, kind) for key, (kind, _) in plugin_cls.FIELDS.items()]
+            + [PluginField(key, None, kind) for key, kind in plugin_cls.ARRAY_FIELDS.items()])
 
     def create_plugin(self, name: str, field_collection: Iterable[PluginField],
                       phase: TensorRTPhase = TensorRTPhase.BUILD) -> _ReferencePlugin:
@@ -1761,7 +1832,7 @@ class _PluginRegistry:
         return self._creators.get((name, str(version), namespace))
 
 
-_REGISTRY = _PluginRegistry([_MstLayerNorm, _MstL2Norm, _MstGelu])
+_REGISTRY = _PluginRegistry([_MstLayerNorm, _MstL2Norm, _MstGelu, _MstFfn])
 
 
 def get_plugin_registry() -> _PluginRegistry:

@@ -47,7 +47,7 @@ class TensorRTRunner(Runner):
         if self.info.is_rtx and cap not in _RTX_CAPABILITIES:
             raise RouteUnavailable(f"trt-{path}-{precision}: only {self.info.summary} is installed and it does "
                                    f"not run on compute capability {cap[0]}.{cap[1]}; install TensorRT 10/11")
-        if plugins == "ours":
+        if plugins != "none":
             self._load_plugins()
         self.state_dict = state_dict
         self.path, self.precision, self.plugins = path, precision, plugins

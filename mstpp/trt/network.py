@@ -16,7 +16,13 @@ Precision (strongly typed, DESIGN.md section 6):
   int8  as fp16, plus explicit Q/DQ on the input and weights of every convolution (per-tensor
         activation scales from calibration, per-output-channel weight scales); LayerNorm, L2Norm,
         softmax and the residual adds never see INT8.
-Plugins (``plugins="ours"``): MstLayerNorm, MstL2Norm and MstGelu replace the native layers.
+Plugins (need full TensorRT and ``plugins/build/libmstpp_plugins.so``):
+  ours   MstLayerNorm, MstL2Norm and MstGelu replace the native layers.
+  fused  every MSAB feed-forward half (LayerNorm -> 1x1 -> GELU -> dw3x3 -> GELU -> 1x1 -> + x) is one MstFfn
+         plugin layer (weights as plugin fields, FP32); the rest uses native layers as with ``none``. The
+         plugin runs in the activation dtype (FP32, or FP16 in an fp16 network: the surrounding FP16 tensor
+         goes in as it is, statistics and arithmetic are FP32 inside, output FP16, like the ``ours`` plugins).
+         Not offered with int8: the FFN convolutions would silently lose their Q/DQ (UserError).
 """
 from __future__ import annotations
 
@@ -26,10 +32,14 @@ import numpy as np
 
 from architecture.mst_plus_plus import HEAD_DIM, PAD_MULTIPLE
 
+from ..errors import UserError
+
 INPUT_NAME = "rgb"
 OUTPUT_NAME = "cube"
 PRECISIONS = ("fp32", "fp16", "int8")
-PLUGIN_CHOICES = ("none", "ours")
+PLUGIN_CHOICES = ("none", "ours", "fused")
+#: MstFfn's widths (plugins/kernels/mstpp_kernels.h, mstpp_ffn_nchw)
+FFN_CHANNELS = (31, 62, 124)
 INT8_MAX = 127.0
 
 
@@ -42,6 +52,10 @@ class _Builder:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if plugins not in PLUGIN_CHOICES:
             raise ValueError(f"plugins must be one of {PLUGIN_CHOICES}, got {plugins!r}")
+        if precision == "int8" and plugins == "fused":
+            raise UserError("--plugins fused is not available with INT8: the MstFfn plugin computes the feed-forward "
+                            "convolutions in FP32 from FP32 weights, so they would lose their INT8 Q/DQ; use "
+                            "--plugins none or ours for INT8, or FP16/FP32 with fused")
         if precision == "int8" and not act_amax:
             raise ValueError("int8 needs activation ranges from calibration (act_amax)")
         self.trt, self.net, self.w = trt, network, weights
@@ -171,17 +185,24 @@ class _Builder:
         layer.axes = 1 << (len(x.shape) - 1)
         return self.cast(self._out(layer, name), self.dtype, f"{name}.to_act")
 
-    def plugin(self, plugin_name: str, inputs: Sequence[Any], fields: Mapping[str, float], name: str):
+    def plugin(self, plugin_name: str, inputs: Sequence[Any], fields: Mapping[str, Any], name: str):
+        """Our plugin ``plugin_name`` v1. Field values: int -> INT32, float -> FLOAT32, a numpy float32 array
+        -> a FLOAT32 array field (kept alive in ``keep`` until the build)."""
         trt = self.trt
         creator = trt.get_plugin_registry().get_creator(plugin_name, "1", "")
         if creator is None:
             raise RuntimeError(f"plugin {plugin_name} v1 is not registered; build it with "
                                "`make -C plugins plugins TENSORRT_ROOT=...` and load libmstpp_plugins.so")
-        collection = trt.PluginFieldCollection([
-            trt.PluginField(k, np.array([v], dtype=np.int32 if isinstance(v, int) else np.float32),
-                            trt.PluginFieldType.INT32 if isinstance(v, int) else trt.PluginFieldType.FLOAT32)
-            for k, v in fields.items()])
-        plugin = creator.create_plugin(name, collection, trt.TensorRTPhase.BUILD)
+        collection = []
+        for k, v in fields.items():
+            if isinstance(v, np.ndarray):
+                data = np.ascontiguousarray(v, dtype=np.float32).reshape(-1)
+            else:
+                data = np.array([v], dtype=np.int32 if isinstance(v, int) else np.float32)
+            self.keep.append(data)
+            kind = trt.PluginFieldType.INT32 if data.dtype == np.int32 else trt.PluginFieldType.FLOAT32
+            collection.append(trt.PluginField(k, data, kind))
+        plugin = creator.create_plugin(name, trt.PluginFieldCollection(collection), trt.TensorRTPhase.BUILD)
         return self._out(self.net.add_plugin_v3(list(inputs), [], plugin), name)
 
     # --- shapes -------------------------------------------------------------------------------
@@ -231,8 +252,27 @@ class _Builder:
         h = self.gelu(self.conv(h, f"{p}.fn.net.2.weight", 3, pad=1, groups=hidden), f"{p}.fn.net.3")
         return self.conv(h, f"{p}.fn.net.4.weight", 1)
 
+    def fused_feed_forward(self, x, p: str):
+        """x + PreNorm FFN(x) as one MstFfn plugin layer, in x's dtype; weights go in as FP32 fields."""
+        c = self.w[f"{p}.norm.weight"].shape[0]
+        w1 = np.asarray(self.w[f"{p}.fn.net.0.weight"], dtype=np.float32)
+        wdw = np.asarray(self.w[f"{p}.fn.net.2.weight"], dtype=np.float32)
+        w2 = np.asarray(self.w[f"{p}.fn.net.4.weight"], dtype=np.float32)
+        expected = {"w1": (4 * c, c, 1, 1), "wdw": (4 * c, 1, 3, 3), "w2": (c, 4 * c, 1, 1)}
+        got = {"w1": w1.shape, "wdw": wdw.shape, "w2": w2.shape}
+        if c not in FFN_CHANNELS or any(tuple(got[k]) != v for k, v in expected.items()):
+            raise UserError(f"{p}: the MstFfn plugin needs C in {FFN_CHANNELS} and a 4x hidden width, got "
+                            f"C={c}, {got}; use --plugins none or ours")
+        fields = {"epsilon": 1e-5,
+                  "ln_gamma": np.asarray(self.w[f"{p}.norm.weight"], dtype=np.float32),
+                  "ln_beta": np.asarray(self.w[f"{p}.norm.bias"], dtype=np.float32),
+                  "w1": w1, "wdw": wdw, "w2": w2}
+        return self.plugin("MstFfn", [x], fields, f"{p}.ffn")
+
     def msab(self, x, p: str):
         x = self.add(self.spectral_msa(x, f"{p}.blocks.0.0"), x, f"{p}.attn_residual")
+        if self.plugins == "fused":
+            return self.fused_feed_forward(x, f"{p}.blocks.0.1")
         return self.add(self.feed_forward(x, f"{p}.blocks.0.1"), x, f"{p}.ffn_residual")
 
     def mst(self, x, p: str, levels: int = 2):
@@ -301,7 +341,8 @@ def build_mstpp_network(trt, network, weights: Mapping[str, np.ndarray], input_s
         weights: MST++ state dict as float32 numpy arrays (``get_weights.py`` output).
         input_shape: (B, 3, H, W); -1 marks a dynamic dimension (then the build needs a profile).
         precision: ``fp32``, ``fp16`` or ``int8``.
-        plugins: ``none`` (native layers) or ``ours`` (MstLayerNorm/MstL2Norm/MstGelu).
+        plugins: ``none`` (native layers), ``ours`` (MstLayerNorm/MstL2Norm/MstGelu) or ``fused`` (one MstFfn
+            per feed-forward half, native layers elsewhere; not with ``int8``).
         act_amax: for ``int8``: calibrated max |x| at each convolution input, keyed by module name.
         keep: a list that receives every numpy array handed to TensorRT; keep it alive until the
             plan is built.

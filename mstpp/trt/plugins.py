@@ -1,4 +1,4 @@
-"""Loading our TensorRT plugin library (MstLayerNorm, MstL2Norm, MstGelu)."""
+"""Loading our TensorRT plugin library (MstLayerNorm, MstL2Norm, MstGelu, MstFfn)."""
 from __future__ import annotations
 
 import ctypes

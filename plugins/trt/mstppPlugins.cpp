@@ -11,6 +11,9 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <utility>
+
+#include <cuda_runtime_api.h>
 
 #include "mstpp_kernels.h"
 
@@ -140,6 +143,31 @@ bool readInt(PluginField const& field, int32_t& value) noexcept
     }
     std::memcpy(&value, field.data, sizeof(int32_t));
     return true;
+}
+
+// A float array field of any length >= 1 (FLOAT32, or FLOAT64 converted to float32).
+bool readFloatArray(PluginField const& field, std::vector<float>& values)
+{
+    if (field.data == nullptr || field.length < 1)
+    {
+        return false;
+    }
+    values.resize(static_cast<size_t>(field.length));
+    if (field.type == PluginFieldType::kFLOAT32)
+    {
+        std::memcpy(values.data(), field.data, values.size() * sizeof(float));
+        return true;
+    }
+    if (field.type == PluginFieldType::kFLOAT64)
+    {
+        auto const* d = static_cast<double const*>(field.data);
+        for (size_t i = 0; i < values.size(); ++i)
+        {
+            values[i] = static_cast<float>(d[i]);
+        }
+        return true;
+    }
+    return false;
 }
 
 bool validEpsilon(float epsilon) noexcept
@@ -485,6 +513,225 @@ int32_t GeluPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc 
 }
 
 // ----------------------------------------------------------------------------------------------------------
+// MstFfn
+//
+// Weight lifetime. The weights arrive as creator fields (host float32 arrays) and every FfnPlugin object keeps
+// its own host copy: that copy is what getFieldsToSerialize() writes into the plan and what clone() deep-copies.
+// The device copy is one cudaMalloc per plugin object, owned by that object alone and freed in its destructor;
+// clone() never shares it (no double free, no use after a sibling is destroyed). It is made once per object,
+// before its first enqueue() and never inside enqueue():
+//   - at run time, attachToContext() returns a clone that uploads right away (or fails, and with it
+//     createExecutionContext()): context creation is the initialisation point, outside enqueueV3() and any CUDA
+//     graph capture. onShapeChange(), which enqueueV3() may call, then finds the copy there and does nothing;
+//   - in the builder (timing runs), where attachToContext() is not guaranteed, the first onShapeChange() of the
+//     object, which TensorRT calls before enqueue(), uploads.
+// enqueue() only reads the device pointer. The copy lives on the device that was current at upload time;
+// the destructor frees it there. Size: 2C + 36C + 8C*C floats, about 0.5 MB for C = 124.
+
+namespace
+{
+
+bool validFfnChannels(int64_t c) noexcept
+{
+    return c == 31 || c == 62 || c == 124;
+}
+
+// Offsets (in floats) of the five arrays in the device allocation, each rounded up to 64 floats (256 bytes).
+struct FfnLayout
+{
+    size_t gamma, beta, w1, wdw, w2, total;
+};
+
+FfnLayout ffnLayout(int64_t c) noexcept
+{
+    auto const up = [](size_t n) { return (n + 63) / 64 * 64; };
+    size_t const C = static_cast<size_t>(c);
+    FfnLayout l{};
+    l.gamma = 0;
+    l.beta = l.gamma + up(C);
+    l.w1 = l.beta + up(C);
+    l.wdw = l.w1 + up(4 * C * C);
+    l.w2 = l.wdw + up(4 * C * 9);
+    l.total = l.w2 + up(4 * C * C);
+    return l;
+}
+
+} // namespace
+
+FfnPlugin::FfnPlugin(float epsilon, std::vector<float> lnGamma, std::vector<float> lnBeta, std::vector<float> w1,
+    std::vector<float> wdw, std::vector<float> w2)
+    : PluginBase(kName)
+    , mEpsilon(epsilon)
+    , mChannels(static_cast<int32_t>(lnGamma.size()))
+    , mLnGamma(std::move(lnGamma))
+    , mLnBeta(std::move(lnBeta))
+    , mW1(std::move(w1))
+    , mWdw(std::move(wdw))
+    , mW2(std::move(w2))
+{
+}
+
+FfnPlugin::~FfnPlugin() noexcept
+{
+    releaseWeights();
+}
+
+void FfnPlugin::releaseWeights() noexcept
+{
+    if (mDeviceWeights == nullptr)
+    {
+        return;
+    }
+    int current = -1;
+    bool const switchDevice = cudaGetDevice(&current) == cudaSuccess && current != mDevice && mDevice >= 0;
+    if (switchDevice)
+    {
+        cudaSetDevice(mDevice);
+    }
+    // At process exit the CUDA context may already be gone; the error is harmless and deliberately ignored.
+    cudaFree(mDeviceWeights);
+    if (switchDevice)
+    {
+        cudaSetDevice(current);
+    }
+    mDeviceWeights = nullptr;
+    mDevice = -1;
+}
+
+int32_t FfnPlugin::uploadWeights() noexcept
+{
+    if (mDeviceWeights != nullptr)
+    {
+        return 0;
+    }
+    FfnLayout const l = ffnLayout(mChannels);
+    float* device = nullptr;
+    cudaError_t status = cudaMalloc(reinterpret_cast<void**>(&device), l.total * sizeof(float));
+    std::pair<size_t, std::vector<float> const*> const parts[]
+        = {{l.gamma, &mLnGamma}, {l.beta, &mLnBeta}, {l.w1, &mW1}, {l.wdw, &mWdw}, {l.w2, &mW2}};
+    for (auto const& part : parts)
+    {
+        if (status != cudaSuccess)
+        {
+            break;
+        }
+        status = cudaMemcpy(device + part.first, part.second->data(), part.second->size() * sizeof(float),
+            cudaMemcpyHostToDevice);
+    }
+    if (status != cudaSuccess)
+    {
+        if (device != nullptr)
+        {
+            cudaFree(device);
+        }
+        char message[256];
+        std::snprintf(message, sizeof(message), "MstFfn: copying the weights to the device failed: %s",
+            cudaGetErrorString(status));
+        logError(message);
+        return kFailure;
+    }
+    cudaGetDevice(&mDevice);
+    mDeviceWeights = device;
+    return 0;
+}
+
+bool FfnPlugin::checkShape(Dims const& dims) const noexcept
+{
+    if (dims.nbDims != 4 || (dims.d[1] >= 0 && dims.d[1] != mChannels))
+    {
+        char message[256];
+        std::snprintf(message, sizeof(message),
+            "MstFfn: x must be 4-D NCHW with %d channels (the length of ln_gamma), got rank %d, dim 1 = %lld",
+            mChannels, dims.nbDims, dims.nbDims > 1 ? static_cast<long long>(dims.d[1]) : -1LL);
+        logError(message);
+        return false;
+    }
+    return true;
+}
+
+IPluginV3* FfnPlugin::clone() noexcept
+{
+    try
+    {
+        // Deep copy of the host weights; the clone makes its own device copy when it is prepared to run.
+        return new FfnPlugin(mEpsilon, mLnGamma, mLnBeta, mW1, mWdw, mW2);
+    }
+    catch (...)
+    {
+        return nullptr;
+    }
+}
+
+bool FfnPlugin::supportsFormatCombination(
+    int32_t pos, DynamicPluginTensorDesc const* inOut, int32_t nbInputs, int32_t nbOutputs) noexcept
+{
+    return supportsElementwiseUnary(pos, inOut, nbInputs, nbOutputs);
+}
+
+int32_t FfnPlugin::configurePlugin(
+    DynamicPluginTensorDesc const* in, int32_t nbInputs, DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept
+{
+    if (PluginBase::configurePlugin(in, nbInputs, out, nbOutputs) != 0)
+    {
+        return kFailure;
+    }
+    return checkShape(in[0].desc.dims) ? 0 : kFailure;
+}
+
+int32_t FfnPlugin::onShapeChange(
+    PluginTensorDesc const* in, int32_t nbInputs, PluginTensorDesc const* out, int32_t nbOutputs) noexcept
+{
+    if (PluginBase::onShapeChange(in, nbInputs, out, nbOutputs) != 0 || !checkShape(in[0].dims))
+    {
+        return kFailure;
+    }
+    return uploadWeights();
+}
+
+IPluginV3* FfnPlugin::attachToContext(IPluginResourceContext* /*context*/) noexcept
+{
+    auto* copy = static_cast<FfnPlugin*>(clone());
+    if (copy != nullptr && copy->uploadWeights() != 0)
+    {
+        delete copy;
+        return nullptr;
+    }
+    return copy;
+}
+
+int32_t FfnPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* /*outputDesc*/,
+    void const* const* inputs, void* const* outputs, void* /*workspace*/, cudaStream_t stream) noexcept
+{
+    if (mDeviceWeights == nullptr)
+    {
+        logError("MstFfn: enqueue before the weights were copied to the device (onShapeChange/attachToContext)");
+        return kFailure;
+    }
+    Dims const& x = inputDesc[0].dims;
+    if (x.nbDims != 4 || x.d[1] != mChannels)
+    {
+        logError("MstFfn: x is not NCHW with the plugin's channel count");
+        return kFailure;
+    }
+    FfnLayout const l = ffnLayout(mChannels);
+    float const* w = mDeviceWeights;
+    return checkKernel(mstpp_ffn_nchw(inputs[0], outputs[0], w + l.gamma, w + l.beta, w + l.w1, w + l.wdw,
+                           w + l.w2, x.d[0], mChannels, x.d[2], x.d[3], mEpsilon, kernelDtype(inputDesc[0].type),
+                           stream),
+        "MstFfn");
+}
+
+void FfnPlugin::collectFields() noexcept
+{
+    mFields.emplace_back("epsilon", &mEpsilon, PluginFieldType::kFLOAT32, 1);
+    mFields.emplace_back("ln_gamma", mLnGamma.data(), PluginFieldType::kFLOAT32, static_cast<int32_t>(mLnGamma.size()));
+    mFields.emplace_back("ln_beta", mLnBeta.data(), PluginFieldType::kFLOAT32, static_cast<int32_t>(mLnBeta.size()));
+    mFields.emplace_back("w1", mW1.data(), PluginFieldType::kFLOAT32, static_cast<int32_t>(mW1.size()));
+    mFields.emplace_back("wdw", mWdw.data(), PluginFieldType::kFLOAT32, static_cast<int32_t>(mWdw.size()));
+    mFields.emplace_back("w2", mW2.data(), PluginFieldType::kFLOAT32, static_cast<int32_t>(mW2.size()));
+}
+
+// ----------------------------------------------------------------------------------------------------------
 // Creators
 
 CreatorBase::CreatorBase(char const* name, std::vector<PluginField> fields) noexcept
@@ -598,10 +845,110 @@ IPluginV3* GeluPluginCreator::createPlugin(
     }
 }
 
+FfnPluginCreator::FfnPluginCreator() noexcept
+    : CreatorBase(FfnPlugin::kName,
+        {PluginField("epsilon", nullptr, PluginFieldType::kFLOAT32, 1),
+            PluginField("ln_gamma", nullptr, PluginFieldType::kFLOAT32, 0),
+            PluginField("ln_beta", nullptr, PluginFieldType::kFLOAT32, 0),
+            PluginField("w1", nullptr, PluginFieldType::kFLOAT32, 0),
+            PluginField("wdw", nullptr, PluginFieldType::kFLOAT32, 0),
+            PluginField("w2", nullptr, PluginFieldType::kFLOAT32, 0)})
+{
+}
+
+IPluginV3* FfnPluginCreator::createPlugin(
+    char const* /*name*/, PluginFieldCollection const* fc, TensorRTPhase /*phase*/) noexcept
+{
+    try
+    {
+        float epsilon = FfnPlugin::kDefaultEpsilon;
+        // Field order of the arrays: ln_gamma, ln_beta, w1, wdw, w2.
+        char const* const arrayNames[] = {"ln_gamma", "ln_beta", "w1", "wdw", "w2"};
+        std::vector<float> arrays[5];
+        bool present[5] = {false, false, false, false, false};
+        for (int32_t i = 0; fc != nullptr && i < fc->nbFields; ++i)
+        {
+            PluginField const& field = fc->fields[i];
+            char const* name = field.name != nullptr ? field.name : "(null)";
+            bool ok = false;
+            if (std::strcmp(name, "epsilon") == 0)
+            {
+                ok = readFloat(field, epsilon);
+            }
+            for (int32_t a = 0; a < 5; ++a)
+            {
+                if (std::strcmp(name, arrayNames[a]) == 0)
+                {
+                    ok = readFloatArray(field, arrays[a]);
+                    present[a] = ok;
+                }
+            }
+            if (!ok)
+            {
+                char message[256];
+                std::snprintf(message, sizeof(message),
+                    "MstFfn: unknown field or wrong type/length: '%s' (fields: epsilon, ln_gamma, ln_beta, w1, "
+                    "wdw, w2; FLOAT32)",
+                    name);
+                logError(message);
+                return nullptr;
+            }
+        }
+        for (int32_t a = 0; a < 5; ++a)
+        {
+            if (!present[a])
+            {
+                char message[256];
+                std::snprintf(message, sizeof(message),
+                    "MstFfn: missing field '%s' (ln_gamma, ln_beta, w1, wdw and w2 are required)", arrayNames[a]);
+                logError(message);
+                return nullptr;
+            }
+        }
+        if (!validEpsilon(epsilon))
+        {
+            logError("MstFfn: epsilon must be finite and >= 0");
+            return nullptr;
+        }
+        int64_t const c = static_cast<int64_t>(arrays[0].size());
+        if (!validFfnChannels(c))
+        {
+            char message[256];
+            std::snprintf(message, sizeof(message),
+                "MstFfn: C (the length of ln_gamma) must be 31, 62 or 124, got %lld", static_cast<long long>(c));
+            logError(message);
+            return nullptr;
+        }
+        int64_t const expected[5] = {c, c, 4 * c * c, 4 * c * 9, 4 * c * c};
+        char const* const formula[5] = {"C", "C", "4*C*C", "4*C*9", "C*4*C"};
+        for (int32_t a = 1; a < 5; ++a)
+        {
+            if (static_cast<int64_t>(arrays[a].size()) != expected[a])
+            {
+                char message[256];
+                std::snprintf(message, sizeof(message),
+                    "MstFfn: field '%s' must hold %s = %lld values for C = %lld, got %lld", arrayNames[a], formula[a],
+                    static_cast<long long>(expected[a]), static_cast<long long>(c),
+                    static_cast<long long>(arrays[a].size()));
+                logError(message);
+                return nullptr;
+            }
+        }
+        return new FfnPlugin(epsilon, std::move(arrays[0]), std::move(arrays[1]), std::move(arrays[2]),
+            std::move(arrays[3]), std::move(arrays[4]));
+    }
+    catch (...)
+    {
+        logError("MstFfn: out of host memory");
+        return nullptr;
+    }
+}
+
 #if MSTPP_STATIC_REGISTRATION
 REGISTER_TENSORRT_PLUGIN(LayerNormPluginCreator);
 REGISTER_TENSORRT_PLUGIN(L2NormPluginCreator);
 REGISTER_TENSORRT_PLUGIN(GeluPluginCreator);
+REGISTER_TENSORRT_PLUGIN(FfnPluginCreator);
 #endif
 
 } // namespace trt
@@ -621,8 +968,9 @@ extern "C" MSTPP_PLUGIN_EXPORT nvinfer1::IPluginCreatorInterface* const* getCrea
     static mstpp::trt::LayerNormPluginCreator layerNorm;
     static mstpp::trt::L2NormPluginCreator l2Norm;
     static mstpp::trt::GeluPluginCreator gelu;
-    static nvinfer1::IPluginCreatorInterface* const creators[] = {&layerNorm, &l2Norm, &gelu};
-    nbCreators = 3;
+    static mstpp::trt::FfnPluginCreator ffn;
+    static nvinfer1::IPluginCreatorInterface* const creators[] = {&layerNorm, &l2Norm, &gelu, &ffn};
+    nbCreators = 4;
     return creators;
 }
 #endif
