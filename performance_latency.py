@@ -29,7 +29,7 @@ from mstpp.bench.results import BASELINE_ROUTE, BASELINE_TEXT
 #: Routes measured when --routes is not given (torch.compile routes are left out: minutes of compile).
 DEFAULT_ROUTES = ("torch-fp32", "torch-tf32", "torch-fp16", "torch-bf16", "torch-fp16-cl", "ort-cuda",
                   "ort-cuda-fp16", "trt-parser-fp32", "trt-parser-fp16", "trt-api-fp16",
-                  "trt-api-fp16-plugins", "fused-fp16")
+                  "trt-api-fp16-plugins", "trt-api-fp16-fused", "fused-fp32", "fused-fp16")
 #: Added on a CPU device; on a GPU machine ONNX Runtime's CPU EP would take minutes per batch.
 CPU_ROUTES = ("ort-cpu",)
 QUICK = {"batch_sizes": [1], "height": 64, "width": 64, "warmup_ms": 0.0, "warmup_runs": 2,
