@@ -304,10 +304,7 @@ def ffn_nchw(x: "torch.Tensor", ln_weight: "torch.Tensor", ln_bias: "torch.Tenso
     w2 = _ffn_weight(w2, "w2", [(channels, hidden), (channels, hidden, 1, 1)], x)
     if not math.isfinite(eps) or eps < 0:
         raise ValueError(f"eps must be finite and >= 0, got {eps}")
-    if not x.is_cuda:
-        raise ValueError(f"x must be a CUDA tensor, got device {x.device}")
-    if not x.is_contiguous():
-        raise ValueError("x must be contiguous (NCHW)")
+    _check_input(x, "x", 4)  # device and layout last: the argument errors above need no GPU
     y = _output(x, out)
     lib = _load()
     batch, height, width = x.shape[0], x.shape[2], x.shape[3]

@@ -15,6 +15,7 @@ from torch import nn
 from architecture import build_model
 from architecture.mst_plus_plus import MSAB
 
+from .. import kernels
 from .base import RouteUnavailable, Runner, require_cuda
 from .torch_eager import set_tf32
 
@@ -31,17 +32,15 @@ class FusedFeedForward(nn.Module):
         super().__init__()
         net = prenorm.fn.net
         self.eps = float(prenorm.norm.eps)
+        # The conv weights keep their module shapes ([4C, C, 1, 1], [4C, 1, 3, 3], [C, 4C, 1, 1]): the binding
+        # accepts them as they are.
         for name, tensor in (("ln_weight", prenorm.norm.weight), ("ln_bias", prenorm.norm.bias),
-                             ("w1", net[0].weight.flatten(1)), ("wdw", net[2].weight.flatten(1)),
-                             ("w2", net[4].weight.flatten(1))):
+                             ("w1", net[0].weight), ("wdw", net[2].weight), ("w2", net[4].weight)):
             self.register_buffer(name, tensor.detach().float().contiguous())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, C, H, W] contiguous -> x + FFN(LN(x)), same shape and dtype."""
-        from .. import kernels
-
-        return kernels.ffn_nchw(x, self.ln_weight, self.ln_bias, self.w1, self.wdw.view(-1, 3, 3), self.w2,
-                                eps=self.eps)
+        return kernels.ffn_nchw(x, self.ln_weight, self.ln_bias, self.w1, self.wdw, self.w2, eps=self.eps)
 
 
 class FusedMSAB(nn.Module):
@@ -91,8 +90,6 @@ class FusedRunner(Runner):
         if self.device.type != "cuda":
             raise RouteUnavailable(f"{self.route}: the fused kernels run on a CUDA GPU only")
         require_cuda(self.route)
-        from .. import kernels
-
         try:
             kernels.load_library()
         except kernels.KernelLibraryError as exc:

@@ -33,13 +33,12 @@ import numpy as np
 from architecture.mst_plus_plus import HEAD_DIM, PAD_MULTIPLE
 
 from ..errors import UserError
+from ..kernels import FFN_CHANNELS  # MstFfn wraps mstpp_ffn_nchw: the same widths
 
 INPUT_NAME = "rgb"
 OUTPUT_NAME = "cube"
 PRECISIONS = ("fp32", "fp16", "int8")
 PLUGIN_CHOICES = ("none", "ours", "fused")
-#: MstFfn's widths (plugins/kernels/mstpp_kernels.h, mstpp_ffn_nchw)
-FFN_CHANNELS = (31, 62, 124)
 INT8_MAX = 127.0
 
 
