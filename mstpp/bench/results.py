@@ -256,7 +256,6 @@ def load_results_dir(directory: str | Path) -> tuple[list[BenchResult], list[dic
     are called. Files that are not result files are ignored, so other JSON may live beside them.
     """
     latency: list[BenchResult] = []
-    dates: list[str] = []
     accuracy: list[dict[str, Any]] = []
     for path in sorted(Path(directory).glob("*.json")):
         try:
@@ -265,9 +264,8 @@ def load_results_dir(directory: str | Path) -> tuple[list[BenchResult], list[dic
             continue
         if data["kind"] == "latency":
             latency.append(read_results(path))
-            dates.append(str(latency[-1].environment.get("date_utc", "")))
         elif data["kind"] == "accuracy":
             data["metadata"].setdefault("source", path.name)
             accuracy.append(data)
-    order = sorted(range(len(latency)), key=lambda i: dates[i])  # stable: same date keeps name order
-    return [latency[i] for i in order], accuracy
+    latency.sort(key=lambda res: str(res.environment.get("date_utc", "")))  # stable: same date keeps name order
+    return latency, accuracy
