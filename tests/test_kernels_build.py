@@ -17,6 +17,8 @@ EXPORTED = [
     "mstpp_l2norm_rows",
     "mstpp_gelu",
     "mstpp_ffn_nchw",
+    "mstpp_msa_workspace_size",
+    "mstpp_msa_nchw",
 ]
 
 requires_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")
