@@ -27,6 +27,7 @@ __all__ = [
     "l2_normalize",
     "gelu",
     "ffn_nchw",
+    "msa_nchw",
 ]
 
 LIBRARY_NAME = "libmstpp_kernels.so"
@@ -34,6 +35,8 @@ DEFAULT_BUILD_DIR = Path(__file__).resolve().parent.parent / "plugins" / "build"
 ENV_VAR = "MSTPP_KERNELS_LIB"
 LAYERNORM_MAX_C = 1024  # MSTPP_LAYERNORM_MAX_C in mstpp_kernels.h
 FFN_CHANNELS = (31, 62, 124)  # channel counts mstpp_ffn_nchw supports
+MSA_CHANNELS = (31, 62, 124)  # channel counts mstpp_msa_nchw supports
+MSA_HEAD_DIM = 31  # channels per attention head at every MST++ level
 
 _lib: Optional[ctypes.CDLL] = None
 _lib_lock = threading.Lock()
@@ -78,8 +81,11 @@ def _load() -> ctypes.CDLL:
         lib.mstpp_l2norm_rows.argtypes = [c_void_p, c_void_p, c_i64, c_i64, c_float, c_int, c_void_p, c_void_p]
         lib.mstpp_gelu.argtypes = [c_void_p, c_void_p, c_i64, c_int, c_void_p]
         lib.mstpp_ffn_nchw.argtypes = [c_void_p] * 7 + [c_i64, c_int, c_i64, c_i64, c_float, c_int, c_void_p]
+        lib.mstpp_msa_workspace_size.argtypes = [c_i64, c_int, c_i64, c_i64]
+        lib.mstpp_msa_workspace_size.restype = ctypes.c_size_t
+        lib.mstpp_msa_nchw.argtypes = [c_void_p] * 10 + [c_i64, c_int, c_i64, c_i64, c_int, c_void_p, c_void_p]
         for name in ("mstpp_layernorm_rows", "mstpp_layernorm_nchw", "mstpp_l2norm_rows", "mstpp_gelu",
-                     "mstpp_ffn_nchw"):
+                     "mstpp_ffn_nchw", "mstpp_msa_nchw"):
             getattr(lib, name).restype = c_int
         _lib = lib
         return lib
@@ -313,4 +319,65 @@ def ffn_nchw(x: "torch.Tensor", ln_weight: "torch.Tensor", ln_bias: "torch.Tenso
                                   w1.data_ptr(), wdw.data_ptr(), w2.data_ptr(), batch, channels, height, width,
                                   eps, dtype, _stream(x))
     _raise_on_error(lib, code, "mstpp_ffn_nchw")
+    return y
+
+
+def msa_nchw(x: "torch.Tensor", wq: "torch.Tensor", wk: "torch.Tensor", wv: "torch.Tensor",
+             rescale: "torch.Tensor", wproj: "torch.Tensor", bproj: "torch.Tensor", wpos1: "torch.Tensor",
+             wpos2: "torch.Tensor", out: "Optional[torch.Tensor]" = None) -> "torch.Tensor":
+    """MST++ spectral-wise self-attention with its block residual, fused: ``x + SpectralMSA(C, 31, C // 31)(x)``.
+
+    ``y = x + proj(blockdiag(A) v) + pos_emb(v)``, ``v = to_v(x)``, ``A_h = softmax(rescale[h] * kn_h qn_h^T)``
+    with q/k rows L2-normalised over the pixels, exactly the function of
+    ``architecture.mst_plus_plus.SpectralMSA`` (heads of 31 channels). The attention is computed through the Gram
+    matrix x x^T of each image in float32 (two reads of x, one write of y; no TF32), deterministically.
+
+    Args:
+        x: [B, C, H, W] contiguous CUDA tensor, float32/float16/bfloat16, C in (31, 62, 124).
+        wq, wk, wv: [C, C] or [C, C, 1, 1] (``to_q.weight``, ``to_k.weight``, ``to_v.weight``).
+        rescale: [heads, 1, 1] or [heads] (``rescale``), heads = C // 31.
+        wproj: [C, C] or [C, C, 1, 1] (``proj.weight``); bproj: [C] (``proj.bias``).
+        wpos1, wpos2: [C, 1, 3, 3] or [C, 3, 3] (``pos_emb[0].weight``, ``pos_emb[2].weight``).
+        out: optional preallocated result (same shape and dtype as x, contiguous, not overlapping x).
+    The parameters may be any floating dtype and device; they are converted to contiguous float32 on x's device.
+    The workspace is allocated on x's device for every call; the kernels run on the current stream.
+
+    Returns:
+        [B, C, H, W], same dtype as x.
+    """
+    import torch
+
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    dtype = _dtype_code(x, "x")
+    if x.dim() != 4:
+        raise ValueError(f"x must be [B, C, H, W], got shape {tuple(x.shape)}")
+    channels = x.shape[1]
+    if channels not in MSA_CHANNELS:
+        raise ValueError(f"x must have 31, 62 or 124 channels (MST++ levels), got C={channels}")
+    heads = channels // MSA_HEAD_DIM
+    square = [(channels, channels), (channels, channels, 1, 1)]
+    wq = _ffn_weight(wq, "wq", square, x)
+    wk = _ffn_weight(wk, "wk", square, x)
+    wv = _ffn_weight(wv, "wv", square, x)
+    rescale = _ffn_weight(rescale, "rescale", [(heads, 1, 1), (heads,)], x)
+    wproj = _ffn_weight(wproj, "wproj", square, x)
+    bproj = _ffn_weight(bproj, "bproj", [(channels,)], x)
+    wpos1 = _ffn_weight(wpos1, "wpos1", [(channels, 1, 3, 3), (channels, 3, 3)], x)
+    wpos2 = _ffn_weight(wpos2, "wpos2", [(channels, 1, 3, 3), (channels, 3, 3)], x)
+    if not x.is_cuda:
+        raise ValueError(f"x must be a CUDA tensor, got device {x.device}")
+    if not x.is_contiguous():
+        raise ValueError("x must be contiguous (NCHW)")
+    y = _output(x, out)
+    lib = _load()
+    batch, height, width = x.shape[0], x.shape[2], x.shape[3]
+    workspace = torch.empty(lib.mstpp_msa_workspace_size(batch, channels, height, width), dtype=torch.uint8,
+                            device=x.device)
+    with torch.cuda.device(x.device):
+        code = lib.mstpp_msa_nchw(x.data_ptr(), y.data_ptr(), wq.data_ptr(), wk.data_ptr(), wv.data_ptr(),
+                                  rescale.data_ptr(), wproj.data_ptr(), bproj.data_ptr(), wpos1.data_ptr(),
+                                  wpos2.data_ptr(), batch, channels, height, width, dtype, workspace.data_ptr(),
+                                  _stream(x))
+    _raise_on_error(lib, code, "mstpp_msa_nchw")
     return y

@@ -65,6 +65,23 @@ def golden_state(golden) -> dict[str, torch.Tensor]:
     return {k[len("weight/"):]: torch.from_numpy(v) for k, v in golden.items() if k.startswith("weight/")}
 
 
+@pytest.fixture(scope="module")
+def built_library():
+    """The CUDA kernel library, built on first use (GPU test modules)."""
+    from kernel_helpers import ensure_kernels_built
+    ensure_kernels_built()
+
+
+@pytest.fixture
+def no_tf32():
+    """FP32 references computed without TF32 (the accuracy targets are stated with TF32 off)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def run_script(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run a repository script as a user would, capturing output."""
     return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)

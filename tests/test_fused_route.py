@@ -8,17 +8,10 @@ from mstpp.backends import RouteUnavailable, make_runner
 from mstpp.io import read_rgb
 from mstpp.weights import resolve_weights
 
-from kernel_helpers import ensure_kernels_built
-
 
 def test_fused_route_without_gpu_is_unavailable_with_a_reason(golden_state):
     with pytest.raises(RouteUnavailable, match="fused-fp16"):
         make_runner("fused-fp16", golden_state, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def kernels_built():
-    ensure_kernels_built()
 
 
 def _run(route: str, state, x: torch.Tensor) -> torch.Tensor:
@@ -29,7 +22,7 @@ def _run(route: str, state, x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("which", ["input_0", "input_1"])
-@pytest.mark.usefixtures("kernels_built")
+@pytest.mark.usefixtures("built_library")
 def test_fused_fp32_matches_golden(golden, golden_state, which):
     x = torch.from_numpy(golden[which]).float()
     want = torch.from_numpy(golden[which.replace("input", "output")]).float()
@@ -45,7 +38,7 @@ def arad_case(arad_image):
 
 
 @pytest.mark.gpu
-@pytest.mark.usefixtures("kernels_built")
+@pytest.mark.usefixtures("built_library")
 @pytest.mark.parametrize("route, mean_tol, max_tol", [("fused-fp32", 1e-6, 1e-4), ("fused-fp16", 1e-3, None),
                                                       ("fused-bf16", 8e-3, None)])
 def test_fused_matches_torch_fp32_on_real_image(arad_case, route, mean_tol, max_tol):

@@ -24,6 +24,8 @@ EXPORTED = [
     "mstpp_l2norm_rows",
     "mstpp_gelu",
     "mstpp_ffn_nchw",
+    "mstpp_msa_workspace_size",
+    "mstpp_msa_nchw",
 ]
 
 #: What the dynamic-registration plugin library exports besides the kernels' C ABI (the static one: nothing).

@@ -23,7 +23,7 @@ import torch
 from architecture.mst_plus_plus import FeedForward, PreNorm
 from mstpp import kernels
 
-from kernel_helpers import Poisoned, ensure_kernels_built
+from kernel_helpers import Poisoned
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 CHANNELS = [31, 62, 124]
@@ -66,20 +66,6 @@ def _reference(block: PreNorm, x: torch.Tensor, dtype: torch.dtype) -> torch.Ten
     ref = copy.deepcopy(block).to(device=x.device, dtype=dtype)
     xr = x.to(dtype)
     return ref(xr) + xr
-
-
-@pytest.fixture(scope="module")
-def built_library():
-    ensure_kernels_built()
-
-
-@pytest.fixture
-def no_tf32():
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def _run(block: PreNorm, x: torch.Tensor) -> torch.Tensor:

@@ -14,11 +14,12 @@ import torch.nn.functional as F
 
 from mstpp import kernels
 
-from kernel_helpers import GUARD, Poisoned, ensure_kernels_built
+from kernel_helpers import GUARD, Poisoned
 
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+    pytest.mark.usefixtures("built_library"),
 ]
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -28,11 +29,6 @@ TOL = {
     torch.bfloat16: dict(atol=8e-3, rtol=1.6e-2),
 }
 _seed = [0]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def built_library():
-    ensure_kernels_built()
 
 
 def _generator() -> torch.Generator:

@@ -8,6 +8,8 @@ Shapes are MST++'s at batch 1 and a 512x488 (padded) input, HW = 249,856:
   GELU             the FFN hidden state [4C, HW / 4^level] for the three levels
   FFN              the fused feed-forward block (mstpp_ffn_nchw) against PyTorch eager PreNorm(FeedForward) + x,
                    at the three levels ([1, C, H/2^l, W/2^l], C = 31 * 2^l) and at batch 16 for C = 31
+  MSA              the fused spectral attention (mstpp_msa_nchw) against PyTorch eager SpectralMSA(x) + x, same
+                   shapes; bandwidth counts its minimum traffic: x read twice (Gram pass, fused pass), y written once
 Each case runs in float32 (TF32 off) and float16. Timing: CUDA-graph replays of back-to-back calls (no launch overhead), median of
 --runs replays, inputs rotated over enough buffers that the working set exceeds the L2 cache (a cache-resident
 input would flatter every kernel). Bandwidth counts the minimum traffic: every input element read once,
@@ -33,7 +35,7 @@ from typing import Callable, Dict, List
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 TARGETS = {"layernorm": 0.70, "gelu": 0.80, "l2norm": 0.60}  # fraction of copy bandwidth, from the issue
-OPS = ("layernorm", "l2norm", "gelu", "ffn")
+OPS = ("layernorm", "l2norm", "gelu", "ffn", "msa")
 LAYERNORM_SPEEDUP_TARGET = 20.0
 
 
@@ -280,6 +282,60 @@ def run_ffn_cases(torch, kernels, args, timer: Timer, copy_gbs: float, l2_bytes:
     return results
 
 
+def run_msa_cases(torch, kernels, args, timer: Timer, copy_gbs: float, l2_bytes: int) -> List[Dict]:
+    """mstpp_msa_nchw against PyTorch eager ``SpectralMSA(C, 31, C // 31)(x) + x`` (TF32 off)."""
+    from architecture.mst_plus_plus import SpectralMSA
+
+    h, w = args.height, args.width
+    shapes = [(1, 31, h, w), (1, 62, h // 2, w // 2), (1, 124, h // 4, w // 4), (16, 31, h, w)]
+    results = []
+    for dtype in (torch.float32, torch.float16):
+        for shape in shapes:
+            channels = shape[1]
+            torch.manual_seed(channels)
+            block = SpectralMSA(channels, 31, channels // 31).cuda().eval()
+            with torch.no_grad():
+                block.rescale.uniform_(0.5, 3.0)
+            params = [p.detach().float().contiguous() for p in (
+                block.to_q.weight, block.to_k.weight, block.to_v.weight, block.rescale, block.proj.weight,
+                block.proj.bias, block.pos_emb[0].weight, block.pos_emb[2].weight)]
+            block = block.to(dtype)
+            elem = torch.tensor([], dtype=dtype).element_size()
+            moved = 3 * math.prod(shape) * elem  # x read twice, y written once
+            sets = [((torch.randn(shape, device="cuda")).to(dtype), torch.empty(shape, device="cuda", dtype=dtype))
+                    for _ in range(buffer_count(moved, l2_bytes))]
+
+            def ours(i):
+                x, out = sets[i % len(sets)]
+                return kernels.msa_nchw(x, *params, out=out)
+
+            @torch.no_grad()
+            def theirs(i):
+                x = sets[i % len(sets)][0]
+                return block(x) + x
+
+            ours_ms = timer.median_ms(ours, len(sets))
+            theirs_ms = timer.median_ms(theirs, len(sets))
+            results.append({
+                "op": "msa", "case": f"C={channels} {shape[2]}x{shape[3]} b={shape[0]}",
+                "dtype": str(dtype).replace("torch.", ""), "shape": list(shape), "bytes_moved": moved,
+                "buffers": len(sets),
+                "ms": ours_ms, "gb_per_s": moved / ours_ms / 1e6, "fraction_of_copy": moved / ours_ms / 1e6 / copy_gbs,
+                "torch_ms": theirs_ms, "speedup": theirs_ms / ours_ms,
+            })
+            del sets, block
+    return results
+
+
+def print_msa_table(rows: List[Dict]) -> None:
+    header = f"{'msa case':<26}{'dtype':<9}{'ms':>9}{'GB/s':>8}{'%copy':>7}{'torch ms':>10}{'speedup':>9}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['case']:<26}{r['dtype']:<9}{r['ms']:>9.4f}{r['gb_per_s']:>8.0f}{100 * r['fraction_of_copy']:>6.0f}%"
+              f"{r['torch_ms']:>10.4f}{r['speedup']:>8.1f}x")
+
+
 def print_ffn_table(rows: List[Dict]) -> None:
     header = f"{'ffn case':<26}{'dtype':<9}{'ms':>9}{'GB/s':>8}{'GFLOP/s':>9}{'torch ms':>10}{'speedup':>9}"
     print(header)
@@ -310,23 +366,28 @@ def main(argv=None) -> int:
     from mstpp import kernels
 
     torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False  # the PyTorch FFN reference runs its 1x1 convolutions in FP32
+    torch.backends.cudnn.allow_tf32 = False  # the PyTorch FFN/MSA references run their 1x1 convolutions in FP32
     timer = Timer(torch, args.runs, args.warmup)
     env = environment(torch)
     l2_bytes = env["l2_cache_bytes"] or (50 << 20)
     copy = copy_bandwidth(torch, timer)
     rows = run_cases(torch, kernels, args, timer, copy["gb_per_s"], l2_bytes)
     ffn_rows = run_ffn_cases(torch, kernels, args, timer, copy["gb_per_s"], l2_bytes) if "ffn" in args.ops else []
+    msa_rows = run_msa_cases(torch, kernels, args, timer, copy["gb_per_s"], l2_bytes) if "msa" in args.ops else []
     print_table(copy, rows)
     if ffn_rows:
         print()
         print_ffn_table(ffn_rows)
+    if msa_rows:
+        print()
+        print_msa_table(msa_rows)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         result = {"environment": env, "protocol": {"runs": args.runs, "warmup": args.warmup, "statistic": "median",
                                                    "timing": "CUDA-graph replays of >= 10 calls over rotating buffers (> 3x L2), CUDA events, per call",
                                                    "height": args.height, "width": args.width},
-                  "ops": args.ops, "copy_bandwidth": copy, "results": rows, "ffn_results": ffn_rows}
+                  "ops": args.ops, "copy_bandwidth": copy, "results": rows, "ffn_results": ffn_rows,
+                  "msa_results": msa_rows}
         args.out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.out}")
     return 0

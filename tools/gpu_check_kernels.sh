@@ -13,7 +13,7 @@ echo "== build"
 make -C plugins -j"$(nproc)"
 
 echo "== GPU tests"
-"$PYTHON" -m pytest -m gpu tests/test_kernels_gpu.py tests/test_kernels_ffn.py tests/test_fused_route.py -q
+"$PYTHON" -m pytest -m gpu tests/test_kernels_gpu.py tests/test_kernels_ffn.py tests/test_kernels_msa.py tests/test_fused_route.py -q
 
 echo "== compute-sanitizer memcheck"
 if command -v compute-sanitizer >/dev/null 2>&1; then

@@ -39,6 +39,14 @@ def main() -> int:
                       torch.randn(channels, hidden, device=dev))
             for shape in ((2, channels, 17, 23), (1, channels, 1, 1), (1, channels, 1, 37)):
                 kernels.ffn_nchw(torch.randn(*shape, device=dev).to(dtype), *params)
+            # fused attention: the direct path (<= 32 pixels), partial tiles, and a multi-chunk Gram pass
+            square = lambda: torch.randn(channels, channels, device=dev) / channels ** 0.5  # noqa: E731
+            heads = channels // 31
+            params = (square(), square(), square(), torch.ones(heads, device=dev), square(),
+                      torch.zeros(channels, device=dev), torch.randn(channels, 3, 3, device=dev) / 3,
+                      torch.randn(channels, 3, 3, device=dev) / 3)
+            for shape in ((1, channels, 1, 1), (2, channels, 5, 6), (2, channels, 17, 23), (1, channels, 97, 131)):
+                kernels.msa_nchw(torch.randn(*shape, device=dev).to(dtype), *params)
     torch.cuda.synchronize()
     print("sanitize_kernels: all kernels ran")
     return 0

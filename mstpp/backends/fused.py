@@ -1,9 +1,12 @@
 """Fused-kernel route: MST++ with its blocks replaced, one by one, by our fused CUDA kernels.
 
-Built so far: the feed-forward block (LayerNorm -> 1x1 -> GELU -> depthwise 3x3 -> GELU -> 1x1 -> + x) as
-one kernel per block (``mstpp.kernels.ffn_nchw``; the 4C hidden state never leaves the chip). Everything
-else - spectral attention, down/up-sampling, embedding and mapping - still runs as PyTorch eager at the
-route's dtype. ``describe()`` lists which blocks are fused, so results say what was measured.
+Built so far, inside every MSAB:
+- the feed-forward half (LayerNorm -> 1x1 -> GELU -> depthwise 3x3 -> GELU -> 1x1 -> + x) as one kernel
+  (``mstpp.kernels.ffn_nchw``; the 4C hidden state never leaves the chip);
+- the spectral attention half (``x + SpectralMSA(x)``) as one Gram pass, a tiny per-image fold and one
+  halo-tile pass (``mstpp.kernels.msa_nchw``; q, k, v and the attention output never reach memory).
+Down/up-sampling, embedding and mapping still run as PyTorch eager at the route's dtype. ``describe()`` lists
+which parts are fused, so results say what was measured.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from .torch_eager import set_tf32
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 #: Which parts of the forward run on fused kernels (the rest is PyTorch eager).
-FUSED_PARTS = ("feed-forward blocks",)
+FUSED_PARTS = ("feed-forward blocks", "spectral attention blocks")
 
 
 class FusedFeedForward(nn.Module):
@@ -43,19 +46,35 @@ class FusedFeedForward(nn.Module):
         return kernels.ffn_nchw(x, self.ln_weight, self.ln_bias, self.w1, self.wdw, self.w2, eps=self.eps)
 
 
+class FusedSpectralMSA(nn.Module):
+    """``x + SpectralMSA(x)`` in one kernel sequence. Parameters are kept as float32 on the device."""
+
+    def __init__(self, attn: nn.Module) -> None:
+        super().__init__()
+        for name, tensor in (("wq", attn.to_q.weight), ("wk", attn.to_k.weight), ("wv", attn.to_v.weight),
+                             ("rescale", attn.rescale), ("wproj", attn.proj.weight), ("bproj", attn.proj.bias),
+                             ("wpos1", attn.pos_emb[0].weight), ("wpos2", attn.pos_emb[2].weight)):
+            self.register_buffer(name, tensor.detach().float().contiguous())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, C, H, W] contiguous -> x + SpectralMSA(x), same shape and dtype."""
+        return kernels.msa_nchw(x, self.wq, self.wk, self.wv, self.rescale, self.wproj, self.bproj,
+                                self.wpos1, self.wpos2)
+
+
 class FusedMSAB(nn.Module):
-    """An ``MSAB`` whose feed-forward halves (with their residual adds) run as fused kernels."""
+    """An ``MSAB`` whose attention and feed-forward halves (each with its residual add) run as fused kernels."""
 
     def __init__(self, block: MSAB) -> None:
         super().__init__()
-        self.attns = nn.ModuleList(attn for attn, _ in block.blocks)
+        self.attns = nn.ModuleList(FusedSpectralMSA(attn) for attn, _ in block.blocks)
         self.ffns = nn.ModuleList(FusedFeedForward(ff) for _, ff in block.blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, C, H, W] -> [B, C, H, W]."""
+        x = x.contiguous()
         for attn, ffn in zip(self.attns, self.ffns):
-            x = attn(x) + x
-            x = ffn(x.contiguous())
+            x = ffn(attn(x))
         return x
 
 
@@ -72,7 +91,7 @@ def fuse_blocks(model: nn.Module) -> int:
 
 
 class FusedRunner(Runner):
-    """MST++ with fused feed-forward kernels (see the module docstring for what is still PyTorch).
+    """MST++ with fused attention and feed-forward kernels (see the module docstring for what is still PyTorch).
 
     Args:
         state_dict: MST++ weights (float32).
@@ -114,7 +133,7 @@ class FusedRunner(Runner):
         info = super().describe()
         info.update(framework=f"torch {torch.__version__} + mstpp kernels", tf32=False,
                     fused_parts=list(FUSED_PARTS), fused_msab=self.fused_blocks,
-                    unfused="spectral attention, sampling, embedding/mapping: PyTorch eager")
+                    unfused="down/up-sampling, embedding/mapping: PyTorch eager")
         return info
 
     def close(self) -> None:

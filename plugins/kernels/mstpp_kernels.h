@@ -1,6 +1,7 @@
 /*
- * C ABI of the MST++ CUDA kernels: LayerNorm over channels, L2 normalisation along the last dim, exact GELU, and
- * the fused feed-forward block (LN -> 1x1 -> GELU -> depthwise 3x3 -> GELU -> 1x1 -> + x).
+ * C ABI of the MST++ CUDA kernels: LayerNorm over channels, L2 normalisation along the last dim, exact GELU, the
+ * fused feed-forward block (LN -> 1x1 -> GELU -> depthwise 3x3 -> GELU -> 1x1 -> + x), and the fused spectral-wise
+ * self-attention with its residual (x + SpectralMSA(x)).
  *
  * Every function enqueues work on `stream` (a cudaStream_t passed as void*, NULL = legacy default stream) and
  * returns immediately. Return value: 0 on success, a negative MSTPP_ERR_* code for bad arguments (nothing is
@@ -39,9 +40,10 @@ enum mstpp_status
     MSTPP_ERR_BAD_SHAPE = -2,         /* a negative size, or a problem too large for the launch grid */
     MSTPP_ERR_BAD_DTYPE = -3,         /* dtype is not one of mstpp_dtype */
     MSTPP_ERR_UNSUPPORTED_WIDTH = -4, /* channel count not supported: LayerNorm [1, MSTPP_LAYERNORM_MAX_C],
-                                         FFN 31, 62 or 124 */
+                                         FFN and MSA 31, 62 or 124 */
     MSTPP_ERR_BAD_EPS = -5,           /* eps is negative or not finite */
-    MSTPP_ERR_OVERLAP = -6            /* y overlaps x where the kernel cannot work in place (FFN) */
+    MSTPP_ERR_OVERLAP = -6            /* y overlaps x where the kernel cannot work in place (FFN, MSA), or the
+                                         workspace overlaps x or y (MSA) */
 };
 
 /* Largest channel count the LayerNorm kernels accept (31/62/124 have dedicated kernels, the rest a generic one). */
@@ -95,6 +97,37 @@ MSTPP_API int mstpp_gelu(const void* x, void* y, int64_t n, int dtype, void* str
  */
 MSTPP_API int mstpp_ffn_nchw(const void* x, void* y, const float* ln_gamma, const float* ln_beta, const float* w1,
     const float* wdw, const float* w2, int64_t B, int C, int64_t H, int64_t W, float eps, int dtype, void* stream);
+
+/* Bytes of device workspace mstpp_msa_nchw needs for x of shape [B, C, H, W], whatever the dtype (0 when the
+ * tensor is empty, C is not 31, 62 or 124, or the problem is too large). */
+MSTPP_API size_t mstpp_msa_workspace_size(int64_t B, int C, int64_t H, int64_t W);
+
+/*
+ * MST++ spectral-wise multi-head self-attention (SpectralMSA, official name MS_MSA) with the residual of its MSAB
+ * block, on contiguous NCHW tensors [B, C, H, W]:
+ *   y = x + Wproj . (blockdiag_h(A_h) . v) + bproj + dw2(GELU(dw1(v))),   v = Wv . x, q = Wq . x, k = Wk . x,
+ *   A_h = softmax_rows(rescale[h] * kn_h . qn_h^T)
+ * with heads = C / 31 heads of 31 channels; kn_h / qn_h are the 31 rows of k / q of head h, each L2-normalised
+ * over the H*W pixels as F.normalize (norm clamped at 1e-12). wq, wk, wv, wproj: [C, C] (Linear weights, out x in;
+ * to_q/to_k/to_v/proj.weight), rescale: [heads], bproj: [C], wpos1 / wpos2: [C, 3, 3] depthwise 3x3 kernels
+ * (pos_emb.0/.2.weight), stride 1, zero padding 1 applied to their inputs, no bias. GELU is exact (erf).
+ * All weights are float32 device arrays; x and y share `dtype`.
+ *
+ * Computed through the Gram matrix S = X X^T of each image (X = x[b] as [C, H*W]): the attention numerators and
+ * norms are (Wk S Wq^T)_ij, (Wk S Wk^T)_ii, (Wq S Wq^T)_jj, and Wproj . blockdiag(A) . Wv folds into one [C, C]
+ * matrix per image, so x is read twice and y written once; q, k, v never reach global memory. Images of at most
+ * 32 pixels take the numerators and norms from q and k directly. Everything runs in float32 (FMA, no TF32), with
+ * no atomics: repeated calls give identical bits on a given GPU. Through S, a row of q or k whose values mostly
+ * cancel (||Wk_i x|| << ||Wk_i|| ||x||) loses about twice as many digits as in the direct computation.
+ *
+ * workspace: device memory of at least mstpp_msa_workspace_size(B, C, H, W) bytes, any alignment, contents on
+ * entry irrelevant, not overlapping x or y. C must be 31, 62 or 124 (MSTPP_ERR_UNSUPPORTED_WIDTH); any B, H, W >= 0.
+ * x and y must not overlap, y == x included (MSTPP_ERR_OVERLAP). Uses up to 98 KB of shared memory per block
+ * (sm_80+).
+ */
+MSTPP_API int mstpp_msa_nchw(const void* x, void* y, const float* wq, const float* wk, const float* wv,
+    const float* rescale, const float* wproj, const float* bproj, const float* wpos1, const float* wpos2, int64_t B,
+    int C, int64_t H, int64_t W, int dtype, void* workspace, void* stream);
 
 #ifdef __cplusplus
 }
