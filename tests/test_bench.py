@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -113,6 +114,49 @@ def test_int8_route_runs_at_batch_above_one(weights, tmp_path, monkeypatch):
     monkeypatch.setenv("MSTPP_CACHE_DIR", str(tmp_path))
     (row,) = benchmark_route("ort-cpu-int8", weights, 2, 32, 32, "cpu", BenchOptions(timing=TINY))
     assert row.status == "ok", row.reason
+
+
+def test_int8_onnx_of_every_batch_shares_the_batch1_calibration(weights, tmp_path, monkeypatch):
+    # A batch-16 export at 512x482 ran out of GPU memory when calibrated in one feed: the ranges are
+    # calibrated on the batch-1 export and reused, so the Q/DQ scales of batch 1 and batch 3 are identical.
+    import onnx
+    from onnx import numpy_helper
+
+    from mstpp.backends.onnx_cache import cached_onnx
+
+    monkeypatch.setenv("MSTPP_CACHE_DIR", str(tmp_path))
+    state = weights
+    batch3 = cached_onnx(state, (3, 3, 32, 32), "int8")
+    assert sorted(p.name for p in tmp_path.glob("*_int8_ranges.json")) == [batch3.name.replace("3x32x32", "1x32x32")
+                                                                         .replace("_int8.onnx", "_int8_ranges.json")]
+    batch1 = cached_onnx(state, (1, 3, 32, 32), "int8")
+
+    def scales(path):
+        graph = onnx.load(str(path)).graph
+        return {t.name: numpy_helper.to_array(t) for t in graph.initializer if t.name.endswith("_scale")}
+
+    one, three = scales(batch1), scales(batch3)
+    assert len(one) > 20 and one.keys() == three.keys()
+    assert all(np.array_equal(one[k], three[k]) for k in one)
+
+
+def test_int8_ranges_from_another_export_are_refused(weights, tmp_path, monkeypatch):
+    from mstpp.backends.onnx_cache import cached_onnx
+    from mstpp.errors import UserError
+    from mstpp.trt.int8 import quantize_onnx
+
+    monkeypatch.setenv("MSTPP_CACHE_DIR", str(tmp_path))
+    cached_onnx(weights, (1, 3, 32, 32), "int8")
+    (ranges,) = tmp_path.glob("*_int8_ranges.json")
+    data = json.loads(ranges.read_text())
+    table = next(v for v in data.values() if isinstance(v, dict) and len(v) > 20)
+    for name in list(table)[::2]:
+        del table[name]
+    partial = tmp_path / "partial_ranges.json"
+    partial.write_text(json.dumps(data))
+    with pytest.raises(UserError, match="calibrated ranges lack"):
+        quantize_onnx(cached_onnx(weights, (1, 3, 32, 32), "fp32"), tmp_path / "out.onnx", [], method="max",
+                      ranges_cache=partial)
 
 
 # ---------------------------------------------------------------- skip / OOM / error

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 from typing import Mapping
 
@@ -21,6 +22,12 @@ def weights_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()[:12]
 
 
+def _stem(state_dict: Mapping[str, torch.Tensor], shape: tuple[int, int, int, int], dynamic: bool,
+          l2_form: str) -> str:
+    b, _, h, w = shape
+    return f"mstpp_{weights_digest(state_dict)}_{'dyn' if dynamic else f'{b}x{h}x{w}'}_{l2_form}"
+
+
 def cached_onnx(state_dict: Mapping[str, torch.Tensor], shape: tuple[int, int, int, int],
                 precision: str = "fp32", dynamic: bool = False, l2_form: str | None = None) -> Path:
     """Path of a simplified MST++ ONNX for ``shape`` (B, 3, H, W), exporting it if needed."""
@@ -34,9 +41,8 @@ def cached_onnx(state_dict: Mapping[str, torch.Tensor], shape: tuple[int, int, i
     cache = Path(os.environ.get("MSTPP_CACHE_DIR", CACHE_DIR))
     cache.mkdir(parents=True, exist_ok=True)
     b, _, h, w = shape
-    tag = "dyn" if dynamic else f"{b}x{h}x{w}"
     l2_form = l2_form or DEFAULT_L2_FORM
-    stem = f"mstpp_{weights_digest(state_dict)}_{tag}_{l2_form}"
+    stem = _stem(state_dict, shape, dynamic, l2_form)
     fp32 = cache / f"{stem}_fp32.onnx"
     if not fp32.is_file():
         model = build_model("mst_plus_plus")
@@ -64,6 +70,16 @@ def cached_onnx(state_dict: Mapping[str, torch.Tensor], shape: tuple[int, int, i
 
             # Min-max ranges: onnxruntime's percentile/entropy calibrators histogram every activation,
             # which took over nine minutes at 512x482 on 16 cores - too slow for an on-demand build.
-            quantize_onnx(fp32, int8, calibration_images(), method="max")
+            # Calibrated once, on the batch-1 export of this H x W, and reused for every batch (one
+            # batch-16 feed at 512x482 ran out of GPU memory); min-max ranges do not depend on batching.
+            single = dynamic or b == 1
+            ranges = cache / f"{stem if single else _stem(state_dict, (1, 3, h, w), False, l2_form)}_int8_ranges.json"
+            if not single and not ranges.is_file():
+                with tempfile.TemporaryDirectory() as tmp:  # only the ranges of this run are kept
+                    quantize_onnx(cached_onnx(state_dict, (1, 3, h, w), "fp32", l2_form=l2_form),
+                                  Path(tmp) / "batch1_int8.onnx", calibration_images(), method="max",
+                                  ranges_cache=ranges)
+            images = [] if ranges.is_file() else calibration_images()
+            quantize_onnx(fp32, int8, images, method="max", ranges_cache=ranges)
         return int8
     raise ValueError(f"no ONNX precision {precision!r}")

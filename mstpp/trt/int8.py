@@ -73,8 +73,15 @@ class _Reader:
 
 
 def quantize_onnx(onnx_in: str | Path, onnx_out: str | Path, images: Sequence[np.ndarray],
-                  method: str = "percentile") -> Path:
-    """Write an explicit Q/DQ INT8 ONNX (Conv only) calibrated on ``images``."""
+                  method: str = "percentile", ranges_cache: str | Path | None = None) -> Path:
+    """Write an explicit Q/DQ INT8 ONNX (Conv only) calibrated on ``images``.
+
+    ``ranges_cache``: a JSON file of calibrated tensor ranges. If it exists, its ranges are used and no
+    calibration runs (``images`` is ignored); else the calibration's ranges are saved there. Exports of
+    the same weights and H x W for different batch sizes share tensor names, so ranges calibrated on the
+    batch-1 export serve every batch: calibrating a batch-16 export at 512x482 in one feed ran out of
+    memory on an 80 GB GPU.
+    """
     try:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     except ImportError:
@@ -85,16 +92,45 @@ def quantize_onnx(onnx_in: str | Path, onnx_out: str | Path, images: Sequence[np
                "entropy": CalibrationMethod.Entropy}
     if method not in methods:
         raise UserError(f"unknown calibration method {method!r}; use {', '.join(methods)}")
-    graph_input = onnx.load(str(onnx_in), load_external_data=False).graph.input[0]
+    graph = onnx.load(str(onnx_in), load_external_data=False).graph
+    graph_input = graph.input[0]
     dims = [d.dim_value for d in graph_input.type.tensor_type.shape.dim]
-    if dims[2] > 0 and dims[3] > 0:  # a static ONNX accepts only its own H x W
+    cached = ranges_cache is not None and Path(ranges_cache).is_file()
+    if cached:
+        _check_ranges_cover(graph, Path(ranges_cache))
+    elif dims[2] > 0 and dims[3] > 0:  # a static ONNX accepts only its own H x W
         images = [fit_image(img, dims[2], dims[3]) for img in images]
     batch = dims[0] if dims[0] > 0 else 1
-    quantize_static(str(onnx_in), str(onnx_out), _Reader(graph_input.name, images, batch), quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=["Conv"], per_channel=True, activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt8, calibrate_method=methods[method],
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                                   "CalibPercentile": 99.99,
-                                   # TensorRT dequantizes INT8 only; INT32 Q/DQ biases do not parse.
-                                   "QuantizeBias": False})
+    reader = None if cached else _Reader(graph_input.name, images, batch)
+    import onnxruntime
+
+    # Calibration runs the whole FP32 model once per feed: on the GPU when onnxruntime has one.
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                 if p in onnxruntime.get_available_providers()]
+    cache_arg = {} if ranges_cache is None else {"calibration_cache_path": str(ranges_cache)}
+    try:
+        quantize_static(str(onnx_in), str(onnx_out), reader, quant_format=QuantFormat.QDQ,
+                        calibration_providers=providers, **cache_arg,
+                        op_types_to_quantize=["Conv"], per_channel=True, activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=methods[method],
+                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                                       "CalibPercentile": 99.99,
+                                       # TensorRT dequantizes INT8 only; INT32 Q/DQ biases do not parse.
+                                       "QuantizeBias": False})
+    except TypeError as exc:  # an onnxruntime without calibration_providers / calibration_cache_path
+        raise UserError(f"onnxruntime {onnxruntime.__version__} is too old for INT8 here ({exc}); "
+                        "install onnxruntime>=1.31") from None
     return Path(onnx_out)
+
+
+def _check_ranges_cover(graph, ranges_cache: Path) -> None:
+    """Refuse a ranges file that lacks an input of a Conv in ``graph`` (it came from another export)."""
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    ranges = load_tensors_data(ranges_cache)
+    initializers = {t.name for t in graph.initializer}
+    needed = {name for node in graph.node if node.op_type == "Conv" for name in node.input[:1]}
+    missing = sorted(needed - initializers - set(ranges.keys()))
+    if missing:
+        raise UserError(f"{ranges_cache}: calibrated ranges lack {len(missing)} Conv inputs of this ONNX "
+                        f"(first: {missing[0]}); delete the file to recalibrate")
