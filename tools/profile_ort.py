@@ -58,6 +58,7 @@ def main() -> int:
     import torch
 
     from mstpp.backends.onnxruntime_runner import OrtRunner
+    from mstpp.bench.profiling import profile_kernels
 
     results = {}
     for path in args.onnx:
@@ -67,19 +68,10 @@ def main() -> int:
             x = runner.make_input(torch.rand(*args.shape))
             for _ in range(3):
                 runner.run(x)
-            torch.cuda.synchronize()
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-                start.record()
-                for _ in range(args.runs):
-                    runner.run(x)
-                end.record()
-                torch.cuda.synchronize()
+            profiled = profile_kernels(lambda: runner.run(x), runs=args.runs)
             summary = summarise(runner.end_profiling(), args.runs)
-            summary["ms_per_run_events"] = start.elapsed_time(end) / args.runs
-            kernels = sorted(((e.key, e.device_time_total / 1e3 / args.runs, e.count // args.runs)
-                              for e in prof.key_averages()), key=lambda k: -k[1])
-            summary["gpu_kernels_ms_per_run"] = [{"kernel": k[:120], "ms": ms, "calls": n} for k, ms, n in kernels[:25]]
+            summary["ms_per_run_events"] = profiled["ms_per_run_events"]
+            summary["gpu_kernels_ms_per_run"] = profiled["gpu_kernels_ms_per_run"]
             summary["providers"] = runner.describe()["providers"]
             runner.close()
         results[path.name] = summary
