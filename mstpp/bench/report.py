@@ -153,7 +153,7 @@ def _metadata_lines(res: BenchResult) -> list[str]:
         parts = [f"`{meta.get('source', meta.get('tag', '?'))}`"]
         if meta.get("weights"):
             parts.append(str(meta["weights"]))  # already reads "weights: ..."
-        for key in ("command", "timing", "rows_removed"):
+        for key in ("command", "timing", "rows_removed", "incomplete"):
             if meta.get(key):
                 parts.append(f"{key}: `{meta[key]}`")
         out.append("- " + "; ".join(str(p) for p in parts))
