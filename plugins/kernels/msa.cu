@@ -44,25 +44,89 @@
 // of the tile so that a warp reads consecutive pixels (conflict-free scalar loads; output pixels are not 16-byte
 // aligned inside the halo layout). DW: one thread slides down R rows of one column of one channel.
 //
-// Precision. Everything is float32 FMA (no TF32/tensor cores): the Gram matrix (per-thread sequential sums over
-// each block's pixels, then a fixed-order tree over thread groups, then a fixed-order sum over blocks), the d x d
-// logits and norms, the softmax (expf), the fold of M, and pass 2. No atomics anywhere, so results are bitwise
-// reproducible. The Gram form rounds differently from PyTorch's q/k path and squares the conditioning of the
-// norms (normal equations vs. the projection itself): a row of k whose values mostly cancel,
-// ||Wk_i x|| << ||Wk_i|| ||x||, gets a relative error of about eps_fp32 * (||Wk_i|| ||x|| / ||Wk_i x||)^2 in its
-// norm and numerators instead of eps_fp32 * ||Wk_i|| ||x|| / ||Wk_i x||. Measured on CPU with this arithmetic,
-// relative to max|y|: 2e-7..6e-7 on random O(1) data (PyTorch float32: ~2e-7), 2e-6..4e-6 on strongly
-// channel-correlated data at 64x64, and up to 5e-3 for a single pixel (S of rank one), hence the direct path for
-// N <= 32. Near-flat images (all pixels almost equal) are rank-one-like too and remain the weak case. Since a
-// cosine is in [-1, 1] exactly, the fold kernel clamps it there: a norm that cancelled to ~0 cannot blow a logit up.
+// Precision (FP32 storage). Everything is float32 FMA (no TF32/tensor cores): the Gram matrix (per-thread sequential
+// sums over each block's pixels, then a fixed-order tree over thread groups, then a fixed-order sum over blocks),
+// the d x d logits and norms, the softmax (expf), the fold of M, and pass 2. No atomics anywhere, so results are
+// bitwise reproducible. The Gram form rounds differently from PyTorch's q/k path and squares the conditioning of the
+// norms (normal equations vs. the projection itself): a row of k whose values mostly cancel, ||Wk_i x|| << ||Wk_i||
+// ||x||, gets a relative error of about eps_fp32 * (||Wk_i|| ||x|| / ||Wk_i x||)^2 in its norm and numerators
+// instead of eps_fp32 * ||Wk_i|| ||x|| / ||Wk_i x||. Measured on CPU with this arithmetic, relative to max|y|:
+// 2e-7..6e-7 on random O(1) data (PyTorch float32: ~2e-7), 2e-6..4e-6 on strongly channel-correlated data at 64x64,
+// and up to 5e-3 for a single pixel (S of rank one), hence the direct path for N <= 32. Near-flat images (all pixels
+// almost equal) are rank-one-like too and remain the weak case. Since a cosine is in [-1, 1] exactly, the fold
+// kernel clamps it there: a norm that cancelled to ~0 cannot blow a logit up.
+//
+// Tensor-core path (FP16 / BF16 storage; FP32 storage keeps the path above, no TF32). mstpp_msa_nchw dispatches on
+// dtype; the C ABI and the workspace query are unchanged (the workspace holds both paths' regions).
+//   1. gram_tc + gram_reduce_tc: S = X X^T with mma.m16n8k16 (16-bit operands, float32 accumulate). The operands
+//      are the stored x values themselves, and a product of two 16-bit values is exact in float32, so only the
+//      order of the float32 additions changes (inside the tensor core, then per warp over k-steps, then the fixed
+//      order over pixel groups and over blocks as before): deterministic. Only the tiles on or above the diagonal
+//      are computed and the reduction mirrors them, so S is exactly symmetric.
+//   2. attn_logits / attn_direct and the softmax as above; attn_fold<C, T> writes M = Wproj . blockdiag(A) . Wv
+//      rounded to T, and Wv rounded to T, as ready-made A fragments (16 bytes per lane per 16 x 16 tile).
+//   3. msa_tc: per tile, x over the halo in shared memory as raw 16-bit values, pixel-major (a B fragment
+//      register is two consecutive channels of one pixel); GEMM2 (M x over the output pixels) runs first and
+//      writes x + bproj + M x (float32) to a tile buffer; then per chunk of 16 v channels GEMM1 (v = Wv x over
+//      the halo, float32 out of the accumulators) -> dw1 + GELU -> dw2, added to the tile buffer, all float32 on
+//      CUDA cores as in the FP32 path (the same depthwise code). C = 31 / 62 are zero-padded to 32 / 64 (the
+//      padding channels of x are zeroed in shared memory, those of M / Wv in the fold). Wv x and M x are not
+//      stacked into one [2C x C] GEMM: M x is needed only at the TH x TW output pixels, v on the whole halo
+//      (1.8-2.3x as many), so stacking would add M x work on the halo, and keeping GEMM2 separate lets its
+//      epilogue (+ x + bproj) stay in registers.
+//   mma.sync rather than nvcuda::wmma: the m16n8k16 fragment layouts are specified (PTX ISA), so the operands are
+//   read straight from layouts chosen for the rest of the kernel (B fragments from the pixel-major x tile through
+//   conflict-free 32-bit loads, including the gathered output pixels of GEMM2; A fragments pre-packed once per
+//   image by the fold), and the accumulators are consumed in registers (float2 stores of v, the residual / bias
+//   epilogue, the Gram partials stored fragment-wise) instead of going through store_matrix_sync's opaque layout
+//   and an extra shared-memory round trip. wmma's fragment layout is unspecified, and its 16x16x16 shape would
+//   waste half of the n = 8 tiles that the halo / output pixel counts (multiples of 8, not 16) fill exactly. The
+//   fragment indexing was checked on the CPU by an emulation of the PTX fragment tables (mma16.cuh).
+// Precision of the tensor-core path: the Gram matrix as for FP32 (exact products, float32 sums). Wv and M enter
+// the mma as 16-bit values: each element is rounded by at most u |w| (u = 2^-11 FP16, 2^-8 BF16), so M x moves by
+// at most u sum_c |M_oc x_c| and v by u sum_c |Wv_jc x_c| (then through dw1, GELU, dw2). Typical errors are
+// ~u sqrt(C) |M||x| (random rounding signs), i.e. of the order of the storage rounding of y itself (u |y|),
+// which is why the operands may be rounded to the storage type; tests/test_kernels_msa.py derives and checks both
+// bounds. FP16 operands cannot overflow for trained weights (|M|, |Wv| << 65504); elements below 2^-24 flush to 0.
+//
+// Why FP16 / BF16 storage was slower than FP32 on the FP32-math path (0.286 vs 0.220 ms at C = 31, H100): not the
+// conversions and not the shared-memory layout. SASS of this file before the tensor-core path (sm_90,
+// cuobjdump): msa_fused<half, C = 31> has 2480 instructions vs 2464 for float (8 HADD2.F32 conversions in the x
+// load, 5 F2FP packs in the y store), the same 128 registers and no spills; gram_partial 664 vs 656; both convert
+// on load, so shared memory holds the same float layout. What stays the same is the number of global accesses:
+// every x / y access is a scalar 2-byte LDG.U16 / STG.U16, i.e. as many load/store instructions, L1 wavefronts
+// and 32-byte sectors per request as in FP32 (the Gram staging reads 16-byte half-sector runs per channel, each
+// sector fetched twice; pass-2 tile rows are 24..32-byte runs straddling sectors; the y stores are 2-byte
+// partial-sector writes), so halving the bytes saves nothing in the LSU / L1 / L2 transaction counts that bound
+// these loops, and the partial-sector writes of y (byte-masked in L2, read-modify-write when a sector leaves L2
+// partly written) are the likely extra cost. Not measured here (no GPU); ncu would confirm with
+// l1tex__t_sectors_pipe_lsu_mem_global_op_{ld,st}.sum, lts__t_sectors_srcunit_tex_op_write.sum and
+// dram__bytes_{read,write}.sum of msa_fused_kernel, float vs half. The tensor-core path moves the same scalar
+// 2-byte accesses, but no longer spends ~2/3 of its issue slots on FP32 GEMM FMAs and their shared-memory loads.
+//
+// Cost model of the tensor-core path (C = 31 at 512 x 488, b = 1, N = 249856 pixels; H100: 132 SMs, ~3 TB/s
+// achievable DRAM, 4 warp-instructions / clock / SM at ~1.75 GHz = ~0.92e12 warp-instructions / s):
+//   bytes: x read twice (2 x 15.5 MB; the pass-2 halo re-reads mostly hit L2), y written (15.5 MB): 46.5 MB,
+//          ~0.015 ms (FP32: 93 MB, ~0.03 ms)
+//   tensor FLOPs (padded to 32 channels): Gram 6 of 8 tiles = 1.5 kFLOP / px, GEMM1 2 x 32 x 32 x 1.78 halo = 3.6
+//          kFLOP / px, GEMM2 2 kFLOP / px: 1.8 GFLOP, a few microseconds of mma.sync
+//   CUDA-core instructions per output pixel (thread-level): dw1 392 FMA + 43 GELU (~20 each) = ~1250, dw2 288,
+//          shared-memory loads of the depthwise passes ~250, x halo load (55 elements x ~12) ~660, y store ~250,
+//          fragment loads / epilogues ~150: ~2900 / px, 22.6 M warp-instructions, 0.025 ms at full issue rate
+//   predicted: pass 2 ~0.035-0.045 ms (the FP32 path runs at ~1/2-1/3 of its issue bound; assume 60-70% here), Gram
+//          ~0.007 ms (memory), reduce + logits + fold + launch gaps ~0.012 ms: ~0.055-0.065 ms per block at
+//          C = 31 level 0 (vs 0.286 FP16 / 0.220 FP32 now), C = 62 256 x 244 ~0.045 ms, C = 124 128 x 122
+//          ~0.04 ms (fixed per-launch costs dominate there). Unverified prediction: compile-checked only.
 //
 // x and y must not overlap (tiles read their halo from pixels other tiles write), nor may the workspace
 // overlap either of them (MSTPP_ERR_OVERLAP).
 #include <atomic>
 #include <climits>
 #include <cmath>
+#include <type_traits>
 
 #include "common.cuh"
+#include "mma16.cuh"
 
 namespace mstpp
 {
@@ -347,21 +411,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 2) gram_partial_kernel(
 
 constexpr int kSmallThreads = 256; // block size of the reduction, logits and fold kernels
 
-// S[b] = sum over the image's nblk partials, in block order; element e of the tiled layout -> S[i][j] and S[j][i].
-// Launch assumptions: gridDim.x == B * blocks_per_image, blocks_per_image * kSmallThreads >= kPartialFloats.
-template <typename Cfg>
-__global__ void __launch_bounds__(kSmallThreads) gram_reduce_kernel(
-    float const* __restrict__ partial, float* __restrict__ gram, int nblk, int blocks_per_image)
+// sum_k src[k * E] for k = 0 .. nblk-1, added in that order (4 loads in flight).
+__device__ __forceinline__ float sum_partials(float const* src, int nblk, int E)
 {
-    constexpr int C = Cfg::C;
-    constexpr int E = Cfg::kPartialFloats;
-    int const image = blockIdx.x / blocks_per_image;
-    int const e = (blockIdx.x - image * blocks_per_image) * kSmallThreads + threadIdx.x;
-    if (e >= E)
-    {
-        return;
-    }
-    float const* src = partial + static_cast<int64_t>(image) * nblk * E + e;
     float sum = 0.0f;
     int k = 0;
     for (; k + 4 <= nblk; k += 4)
@@ -379,6 +431,24 @@ __global__ void __launch_bounds__(kSmallThreads) gram_reduce_kernel(
     {
         sum += src[static_cast<int64_t>(k) * E];
     }
+    return sum;
+}
+
+// S[b] = sum over the image's nblk partials, in block order; element e of the tiled layout -> S[i][j] and S[j][i].
+// Launch assumptions: gridDim.x == B * blocks_per_image, blocks_per_image * kSmallThreads >= kPartialFloats.
+template <typename Cfg>
+__global__ void __launch_bounds__(kSmallThreads) gram_reduce_kernel(
+    float const* __restrict__ partial, float* __restrict__ gram, int nblk, int blocks_per_image)
+{
+    constexpr int C = Cfg::C;
+    constexpr int E = Cfg::kPartialFloats;
+    int const image = blockIdx.x / blocks_per_image;
+    int const e = (blockIdx.x - image * blocks_per_image) * kSmallThreads + threadIdx.x;
+    if (e >= E)
+    {
+        return;
+    }
+    float const sum = sum_partials(partial + static_cast<int64_t>(image) * nblk * E + e, nblk, E);
     int const tile = e / Cfg::kTileElems;
     int const within = e - tile * Cfg::kTileElems;
     int ti = 0;
@@ -394,6 +464,249 @@ __global__ void __launch_bounds__(kSmallThreads) gram_reduce_kernel(
         {
             s[j * C + i] = sum; // diagonal tiles hold both (i, j) and (j, i), computed identically
         }
+    }
+}
+
+// =============================================================================================================
+// Pass 1 on tensor cores (16-bit storage): S = X X^T with mma.m16n8k16, FP32 accumulation.
+//
+// X [C, N] is the A operand (16 channel rows x 16 pixels) and X^T the B operand (16 pixels x 8 channels); in both,
+// one 32-bit fragment register is two consecutive pixels of one channel, so the chunk is staged channel-major,
+// xs[c][p] (16-bit, the raw storage bits: the operands are the stored values exactly, and each product of two of
+// them is exact in FP32). Pitch PX = P + 8 elements (PX / 2 = 4 mod 32 words): the 8 groups x 4 lanes of a
+// fragment load hit 32 distinct banks. Only the tiles (16-row block mt, 8-column block n8) with n8 >= 2 mt are
+// computed (they cover i <= j); the reduction mirrors them. Warps = WT tile groups x WK pixel groups: warp
+// (wt, wk) accumulates tiles wt, wt + WT, ... over the k-steps wk, wk + WK, ... of every chunk; the WK pixel
+// groups are then added in fixed order through shared memory and pixel group 0 writes the block's partial as
+// [tile][lane][4] floats (the accumulator fragments as they are).
+template <int kC, int kP, int kMaxBlocks, int kWT>
+struct GramTcConfig
+{
+    static constexpr int C = kC;
+    static constexpr int P = kP;
+    static constexpr int kMaxBlocksPerImage = kMaxBlocks;
+    static constexpr int CP = round_up(C, 32);
+    static constexpr int MT = CP / 16;                      // 16-row blocks
+    static constexpr int N8 = CP / 8;                       // 8-column blocks
+    static constexpr int kTiles = MT * N8 - MT * (MT - 1); // sum over mt of (N8 - 2 mt)
+    static constexpr int kThreads = 256;
+    static constexpr int kWarps = kThreads / 32;
+    static constexpr int WT = kWT;
+    static constexpr int WK = kWarps / WT;
+    static constexpr int TPG = kTiles / WT; // tiles per warp
+    static constexpr int kTileFloats = 128;
+    static constexpr int kPartialFloats = kTiles * kTileFloats;
+    static constexpr int PX = P + 8;
+    static constexpr int KSTEPS = P / 16;
+    static constexpr int kLoadElems = CP * P;
+    static constexpr int kLoadIters = kLoadElems / kThreads;
+    static constexpr int kLoadBatch = 8;
+    static constexpr int kXsBytes = CP * PX * 2;
+    static constexpr int kRedBytes = (WK - 1) * kPartialFloats * 4;
+    static constexpr int kSmemBytes = round_up(cmax(kXsBytes, kRedBytes), 16);
+
+    static_assert(P % 64 == 0, "PX / 2 = 4 mod 32 words: conflict-free fragment loads");
+    static_assert(kWarps % WT == 0 && kTiles % WT == 0, "whole tile groups");
+    static_assert(KSTEPS % WK == 0, "every pixel group gets the same number of k-steps");
+    static_assert(kLoadElems % (kThreads * kLoadBatch) == 0, "whole load batches");
+    static_assert(kSmemBytes <= 48 * 1024, "static shared memory");
+};
+
+// Same chunk size P and block bound as Gram31/62/124 (so the same GramPlan). C = 31: 6 tiles, one tile group,
+// 8 pixel groups (24 accumulators). C = 62: 20 tiles, 2 groups of 10 (40 accumulators), 4 pixel groups. C = 124:
+// 72 tiles, 8 groups of 9 (36 accumulators), one pixel group.
+using GramTc31 = GramTcConfig<31, 256, 256, 1>;
+using GramTc62 = GramTcConfig<62, 128, 256, 2>;
+using GramTc124 = GramTcConfig<124, 64, 128, 8>;
+
+// Tile t of the n8 >= 2 mt list (row by row) -> (mt, n8).
+__host__ __device__ inline void tc_tile(int t, int n8_count, int& mt, int& n8)
+{
+    int row = 0;
+    while (t >= n8_count - 2 * row)
+    {
+        t -= n8_count - 2 * row;
+        ++row;
+    }
+    mt = row;
+    n8 = 2 * row + t;
+}
+
+__device__ __forceinline__ uint32_t ld_shared32(uint16_t const* p)
+{
+    return *reinterpret_cast<uint32_t const*>(p);
+}
+
+// Launch assumptions: blockDim.x == Cfg::kThreads; gridDim.x == B * nblk; x contiguous [B, C, N] of 16-bit T.
+template <typename T, typename Cfg>
+__global__ void __launch_bounds__(Cfg::kThreads) gram_tc_kernel(
+    uint16_t const* __restrict__ x, float* __restrict__ partial, int64_t N, int nblk, int64_t ppb)
+{
+    constexpr int C = Cfg::C;
+    constexpr int P = Cfg::P;
+    constexpr int PX = Cfg::PX;
+    constexpr int TPG = Cfg::TPG;
+    __shared__ uint4 smem16[Cfg::kSmemBytes / 16];
+    uint16_t* const xs = reinterpret_cast<uint16_t*>(smem16);
+
+    int const tid = threadIdx.x;
+    int const lane = tid % 32;
+    int const warp = tid / 32;
+    int const wt = warp % Cfg::WT;
+    int const wk = warp / Cfg::WT;
+    int const image = blockIdx.x / nblk;
+    int const blk = blockIdx.x - image * nblk;
+    int64_t const begin = blk * ppb;
+    int64_t const end = begin + ppb < N ? begin + ppb : N;
+    uint16_t const* const xb = x + static_cast<int64_t>(image) * C * N;
+
+    // Fragment offsets of the warp's tiles in xs (k-step 0): A rows mt*16 + (g, g + 8), B rows n8*8 + g.
+    int aoff[TPG];
+    int boff[TPG];
+#pragma unroll
+    for (int i = 0; i < TPG; ++i)
+    {
+        int mt = 0;
+        int n8 = 0;
+        tc_tile(wt + Cfg::WT * i, Cfg::N8, mt, n8);
+        aoff[i] = (mt * 16 + mma16::a_row(lane, 0)) * PX + mma16::a_col(lane, 0);
+        boff[i] = (n8 * 8 + mma16::b_n(lane)) * PX + mma16::b_k(lane, 0);
+    }
+    // Register r of A is row + 8 (r & 1), column + 8 (r >> 1); register 1 of B is k + 8 (mma16.cuh).
+    constexpr int kA1 = 8 * PX;
+    constexpr int kA2 = 8;
+    constexpr int kA3 = 8 * PX + 8;
+    constexpr int kB1 = 8;
+
+    float acc[TPG][4];
+#pragma unroll
+    for (int i = 0; i < TPG; ++i)
+    {
+        acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
+    }
+
+#pragma unroll 1
+    for (int64_t n0 = begin; n0 < end; n0 += P)
+    {
+        __syncthreads(); // the previous chunk's fragments are read
+        // Element e -> (channel e / P, pixel e % P): a warp reads 64 contiguous bytes of one channel.
+#pragma unroll 1
+        for (int i0 = 0; i0 < Cfg::kLoadIters; i0 += Cfg::kLoadBatch)
+        {
+            uint16_t v[Cfg::kLoadBatch];
+#pragma unroll
+            for (int k = 0; k < Cfg::kLoadBatch; ++k)
+            {
+                int const e = tid + (i0 + k) * Cfg::kThreads;
+                int const c = e / P;
+                int const p = e % P;
+                v[k] = (c < C && n0 + p < end) ? xb[c * N + n0 + p] : uint16_t{0};
+            }
+#pragma unroll
+            for (int k = 0; k < Cfg::kLoadBatch; ++k)
+            {
+                int const e = tid + (i0 + k) * Cfg::kThreads;
+                xs[(e / P) * PX + e % P] = v[k];
+            }
+        }
+        __syncthreads();
+#pragma unroll 1
+        for (int ks = wk; ks < Cfg::KSTEPS; ks += Cfg::WK)
+        {
+            int const k0 = ks * 16;
+#pragma unroll
+            for (int i = 0; i < TPG; ++i)
+            {
+                uint16_t const* const pa = xs + aoff[i] + k0;
+                uint16_t const* const pb = xs + boff[i] + k0;
+                uint4 a;
+                a.x = ld_shared32(pa);
+                a.y = ld_shared32(pa + kA1);
+                a.z = ld_shared32(pa + kA2);
+                a.w = ld_shared32(pa + kA3);
+                mma16::mma<T>(acc[i], a, ld_shared32(pb), ld_shared32(pb + kB1));
+            }
+        }
+    }
+
+    // Pixel groups 1..WK-1 hand their accumulators to group 0, which adds them in group order.
+    if constexpr (Cfg::WK > 1)
+    {
+        float* const red = reinterpret_cast<float*>(smem16);
+        __syncthreads(); // every warp is done with xs
+        if (wk > 0)
+        {
+#pragma unroll
+            for (int i = 0; i < TPG; ++i)
+            {
+                int const t = wt + Cfg::WT * i;
+                *reinterpret_cast<float4*>(red + ((wk - 1) * Cfg::kTiles + t) * Cfg::kTileFloats + lane * 4)
+                    = make_float4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]);
+            }
+        }
+        __syncthreads();
+        if (wk == 0)
+        {
+#pragma unroll 1
+            for (int k = 1; k < Cfg::WK; ++k)
+            {
+#pragma unroll
+                for (int i = 0; i < TPG; ++i)
+                {
+                    int const t = wt + Cfg::WT * i;
+                    float const* const src = red + ((k - 1) * Cfg::kTiles + t) * Cfg::kTileFloats + lane * 4;
+                    float4 const s = *reinterpret_cast<float4 const*>(src);
+                    acc[i][0] += s.x;
+                    acc[i][1] += s.y;
+                    acc[i][2] += s.z;
+                    acc[i][3] += s.w;
+                }
+            }
+        }
+    }
+    if (wk == 0)
+    {
+        float* const dst = partial + (static_cast<int64_t>(image) * nblk + blk) * Cfg::kPartialFloats;
+#pragma unroll
+        for (int i = 0; i < TPG; ++i)
+        {
+            int const t = wt + Cfg::WT * i;
+            *reinterpret_cast<float4*>(dst + t * Cfg::kTileFloats + lane * 4)
+                = make_float4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]);
+        }
+    }
+}
+
+// S[b] from the tensor-core partials: the same block-order sum as gram_reduce_kernel; element e = (tile, lane,
+// i) of the fragment layout is S[i][j] (mma16::c_row / c_col), written with its mirror where i <= j, so S is
+// exactly symmetric whatever order the tensor cores add in.
+// Launch assumptions: gridDim.x == B * blocks_per_image, blocks_per_image * kSmallThreads >= kPartialFloats.
+template <typename Cfg>
+__global__ void __launch_bounds__(kSmallThreads) gram_reduce_tc_kernel(
+    float const* __restrict__ partial, float* __restrict__ gram, int nblk, int blocks_per_image)
+{
+    constexpr int C = Cfg::C;
+    constexpr int E = Cfg::kPartialFloats;
+    int const image = blockIdx.x / blocks_per_image;
+    int const e = (blockIdx.x - image * blocks_per_image) * kSmallThreads + threadIdx.x;
+    if (e >= E)
+    {
+        return;
+    }
+    float const sum = sum_partials(partial + static_cast<int64_t>(image) * nblk * E + e, nblk, E);
+    int const tile = e / Cfg::kTileFloats;
+    int const lane = (e / 4) % 32;
+    int const k = e % 4;
+    int mt = 0;
+    int n8 = 0;
+    tc_tile(tile, Cfg::N8, mt, n8);
+    int const i = mt * 16 + mma16::c_row(lane, k);
+    int const j = n8 * 8 + mma16::c_col(lane, k);
+    if (i <= j && j < C)
+    {
+        float* const s = gram + static_cast<int64_t>(image) * C * C;
+        s[i * C + j] = sum;
+        s[j * C + i] = sum;
     }
 }
 
@@ -568,11 +881,14 @@ __device__ __forceinline__ float norm_from_square(float s)
 
 // Per image: A (all heads) into shared memory, then 8 rows o of M = (Wproj . blockdiag(A)) . Wv per block
 // (one warp per row), stored transposed and zero-padded: Mt[c][o] = M[o][c] for c, o < CP.
-// Launch assumptions: blockDim.x == kSmallThreads; gridDim.x == B * (CP / 8).
-template <int C>
+// T = __half / __nv_bfloat16 (the tensor-core path) instead stores M rounded to T as ready-made mma A fragments,
+// frag + (1 + image) * CP * CP (mma16::packed_a_index), and the blocks of image 0 store Wv the same way at frag.
+// Launch assumptions: blockDim.x == kSmallThreads; gridDim.x == B * (CP / 8); frag != nullptr unless T is float.
+template <int C, typename T>
 __global__ void __launch_bounds__(kSmallThreads) attn_fold_kernel(float const* __restrict__ raw,
     float const* __restrict__ nk2, float const* __restrict__ nq2, float const* __restrict__ rescale,
-    float const* __restrict__ wproj, float const* __restrict__ wv, float* __restrict__ mt)
+    float const* __restrict__ wproj, float const* __restrict__ wv, float* __restrict__ mt,
+    uint16_t* __restrict__ frag)
 {
     constexpr int d = kHeadDim;
     constexpr int CP = round_up(C, 32);
@@ -684,12 +1000,32 @@ __global__ void __launch_bounds__(kSmallThreads) attn_fold_kernel(float const* _
         }
     }
     __syncthreads();
-    float* const mti = mt + static_cast<int64_t>(image) * CP * CP;
-    for (int e = tid; e < CP * kWarps; e += kSmallThreads)
+    if constexpr (std::is_same_v<T, float>)
     {
-        int const c = e / kWarps;
-        int const oo = e - c * kWarps;
-        mti[c * CP + o0 + oo] = ms[oo][c];
+        float* const mti = mt + static_cast<int64_t>(image) * CP * CP;
+        for (int e = tid; e < CP * kWarps; e += kSmallThreads)
+        {
+            int const c = e / kWarps;
+            int const oo = e - c * kWarps;
+            mti[c * CP + o0 + oo] = ms[oo][c];
+        }
+    }
+    else
+    {
+        constexpr int KT = CP / 16;
+        uint16_t* const fm = frag + static_cast<int64_t>(1 + image) * CP * CP;
+        for (int e = tid; e < CP * kWarps; e += kSmallThreads)
+        {
+            int const oo = e / CP;
+            int const c = e - oo * CP;
+            int const o = o0 + oo;
+            int const at = mma16::packed_a_index(o, c, KT);
+            fm[at] = mma16::to_bits<T>(ms[oo][c]); // 0 in the padding rows / columns
+            if (image == 0)
+            {
+                frag[at] = mma16::to_bits<T>(o < C && c < C ? __ldg(wv + o * C + c) : 0.0f);
+            }
+        }
     }
 }
 
@@ -974,8 +1310,9 @@ __device__ __forceinline__ void depthwise1_gelu(
     }
 }
 
-// ps[j][r * TW + c] = sum_{a,b} wd2[j][a][b] * ts[j][(r + a) * HTW1 + c + b] for the output pixels.
-template <typename Cfg>
+// ps[j][r * TW + c] = sum_{a,b} wd2[j][a][b] * ts[j][(r + a) * HTW1 + c + b] for the output pixels (added to
+// ps when kAdd).
+template <typename Cfg, bool kAdd = false>
 __device__ __forceinline__ void depthwise2(float const* ts, float const* wd2s, float* ps)
 {
     constexpr int R = Cfg::R2;
@@ -1031,7 +1368,14 @@ __device__ __forceinline__ void depthwise2(float const* ts, float const* wd2s, f
             {
                 if (kEven || r0 + r < ROWS)
                 {
-                    op[r * Cfg::TW] = o[r];
+                    if constexpr (kAdd)
+                    {
+                        op[r * Cfg::TW] += o[r];
+                    }
+                    else
+                    {
+                        op[r * Cfg::TW] = o[r];
+                    }
                 }
             }
         }
@@ -1304,6 +1648,286 @@ __global__ void __launch_bounds__(Cfg::kThreads, 2) msa_fused_kernel(T const* __
 }
 
 // =============================================================================================================
+// Pass 2 on tensor cores (16-bit storage).
+//
+// Shared memory (bytes; every region 16-byte aligned):
+//   xs   [NH2R][CPX]  16-bit  x over the 2-pixel halo, pixel-major (channel pairs are the B fragment registers),
+//                             zero outside the image, in the padding channels and in the padding pixels
+//   outs [CP][NOP]    float   y of the tile: x + bproj + M x (GEMM2), then + dw2 output, chunk by chunk
+//   vs   [K][NH2P]    float   v = Wv x of the chunk over the halo (GEMM1)
+//   ts   [K][NH1P]    float   GELU(dw1(v)) over the 1-pixel halo, zero outside the image
+//   wd1s, wd2s [K][9] float   depthwise kernels of the chunk
+// Pitches: CPX / 2 = 4 mod 8 words and NH2P, NOP = 8 mod 32 words, so fragment loads and float2 fragment stores
+// (8 groups x 4 lanes) are bank-conflict-free. Weights come from the fold kernel as packed A fragments (16 bytes
+// per lane per 16 x 16 tile, read through L1: the same few KB for every block of the image).
+template <int kC, int kTH, int kTW, int kR1, int kR2, int kMinBlocks>
+struct MsaTcConfig
+{
+    static constexpr int C = kC;
+    static constexpr int TH = kTH;
+    static constexpr int TW = kTW;
+    static constexpr int K = 16; // v channels per chunk: one mma row block
+    static constexpr int kThreads = 256;
+    static constexpr int kWarps = kThreads / 32;
+    static constexpr int kMinBlocksPerSm = kMinBlocks;
+    static constexpr int CP = round_up(C, 32);
+    static constexpr int KT = CP / 16; // k-steps (and row blocks) of a C x C product
+    static constexpr int kChunks = CP / K;
+    static constexpr int R1 = kR1;
+    static constexpr int R2 = kR2;
+
+    static constexpr int HTW2 = TW + 4;
+    static constexpr int HTH2 = TH + 4;
+    static constexpr int NH2 = HTH2 * HTW2;
+    static constexpr int HTW1 = TW + 2;
+    static constexpr int HTH1 = TH + 2;
+    static constexpr int NH1 = HTH1 * HTW1;
+    static constexpr int NO = TH * TW;
+    static constexpr int NT1 = cdiv(NH2, 8); // GEMM1 n-tiles: 8 halo pixels
+    static constexpr int NT2 = cdiv(NO, 8);  // GEMM2 n-tiles: 8 output pixels
+    static constexpr int NH2R = NT1 * 8;
+    static constexpr int CPX = CP + 8;
+    static constexpr int NH2P = round_up(NH2R - 8, 32) + 8;
+    static constexpr int NH1P = round_up(NH1, 4);
+    static constexpr int NOP = round_up(NT2 * 8 - 8, 32) + 8;
+
+    // DW units (channel, column, block of R rows), as in MsaConfig; weight staging.
+    static constexpr int NRB1 = cdiv(HTH1, R1);
+    static constexpr int kDw1Units = K * HTW1 * NRB1;
+    static constexpr int kDw1Iters = cdiv(kDw1Units, kThreads);
+    static constexpr int NRB2 = cdiv(TH, R2);
+    static constexpr int kDw2Units = K * TW * NRB2;
+    static constexpr int kDw2Iters = cdiv(kDw2Units, kThreads);
+    static constexpr int kWdIters = cdiv(K * 9, kThreads);
+    static constexpr int kLoadElems = C * NH2;
+    static constexpr int kLoadIters = cdiv(kLoadElems, kThreads);
+    static constexpr int kLoadBatch = 8;
+
+    static constexpr int kOffXs = 0;
+    static constexpr int kOffOut = kOffXs + round_up(NH2R * CPX * 2, 16);
+    static constexpr int kOffVs = kOffOut + CP * NOP * 4;
+    static constexpr int kOffTs = kOffVs + K * NH2P * 4;
+    static constexpr int kOffWd1 = kOffTs + K * NH1P * 4;
+    static constexpr int kOffWd2 = kOffWd1 + round_up(K * 9, 4) * 4;
+    static constexpr int kSmemBytes = kOffWd2 + round_up(K * 9, 4) * 4;
+    static constexpr int kMaxSmemBytes = 101376;
+
+    static_assert((CPX / 2) % 8 == 4, "conflict-free B fragment loads");
+    static_assert(NH2P % 32 == 8 && NOP % 32 == 8 && NH2P >= NH2R && NOP >= NT2 * 8, "fragment stores");
+    static_assert(kSmemBytes <= kMaxSmemBytes, "stay within the 99 KB a block may opt into on sm_86/sm_89");
+};
+
+// Tiles as in MsaConfig where they fit (x now takes half the bytes, v/dw buffers hold K = 16 channels):
+//   C = 31:  12 x 12 tile, 1763 blocks at 512x488, 2 chunks, 71 KB (3 blocks per SM on H100)
+//   C = 62:   8 x 16 tile,  512 blocks at 256x244, 4 chunks, 97 KB (2 per SM)
+//   C = 124:  8 x  8 tile,  256 blocks at 128x122, 8 chunks, 92 KB (2 per SM)
+using MsaTc31 = MsaTcConfig<31, 12, 12, 14, 12, 3>;
+using MsaTc62 = MsaTcConfig<62, 8, 16, 5, 8, 2>;
+using MsaTc124 = MsaTcConfig<124, 8, 8, 10, 8, 2>;
+
+// Halo-layout index of output pixel q of the tile.
+template <typename Cfg>
+__device__ __forceinline__ int halo_pixel(int q)
+{
+    return (q / Cfg::TW + 2) * Cfg::HTW2 + q % Cfg::TW + 2;
+}
+
+// Launch assumptions: blockDim.x == Cfg::kThreads; dynamic shared memory Cfg::kSmemBytes; gridDim.x ==
+// B * tiles_per_image as for msa_fused_kernel; x and y contiguous [B, C, H, W] of 16-bit T, not overlapping;
+// frag from attn_fold_kernel<C, T> (Wv, then M of each image, packed A fragments of CP x CP).
+template <typename T, typename Cfg>
+__global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm) msa_tc_kernel(uint16_t const* __restrict__ x,
+    T* __restrict__ y, uint16_t const* __restrict__ frag, float const* __restrict__ bproj,
+    float const* __restrict__ wpos1, float const* __restrict__ wpos2, int H, int W, int tiles_x,
+    int tiles_per_image)
+{
+    constexpr int C = Cfg::C;
+    constexpr int KT = Cfg::KT;
+    constexpr int CPX = Cfg::CPX;
+    constexpr int NOP = Cfg::NOP;
+    extern __shared__ uint4 smem_tc[];
+    char* const smem = reinterpret_cast<char*>(smem_tc);
+    uint16_t* const xs = reinterpret_cast<uint16_t*>(smem + Cfg::kOffXs);
+    float* const outs = reinterpret_cast<float*>(smem + Cfg::kOffOut);
+    float* const vs = reinterpret_cast<float*>(smem + Cfg::kOffVs);
+    float* const ts = reinterpret_cast<float*>(smem + Cfg::kOffTs);
+    float* const wd1s = reinterpret_cast<float*>(smem + Cfg::kOffWd1);
+    float* const wd2s = reinterpret_cast<float*>(smem + Cfg::kOffWd2);
+
+    int const tid = threadIdx.x;
+    int const lane = tid % 32;
+    int const warp = tid / 32;
+    int const image = blockIdx.x / tiles_per_image;
+    int const tile = blockIdx.x - image * tiles_per_image;
+    int const ty = tile / tiles_x;
+    int const y0 = ty * Cfg::TH;
+    int const x0 = (tile - ty * tiles_x) * Cfg::TW;
+    int64_t const hw = static_cast<int64_t>(H) * W;
+    uint16_t const* const xb = x + static_cast<int64_t>(image) * C * hw;
+    T* const yb = y + static_cast<int64_t>(image) * C * hw;
+    uint4 const* const wv_frag = reinterpret_cast<uint4 const*>(frag);
+    uint4 const* const m_frag = wv_frag + static_cast<int64_t>(1 + image) * KT * KT * 32;
+
+    stage_wd<Cfg>(wd1s, wd2s, wpos1, wpos2, 0); // in flight while x is loaded
+
+    // ---- x halo tile -> xs[p][c] (raw 16-bit values; a warp reads runs of a halo row of one channel)
+#pragma unroll 1
+    for (int i0 = 0; i0 < Cfg::kLoadIters; i0 += Cfg::kLoadBatch)
+    {
+        uint16_t v[Cfg::kLoadBatch];
+        int off[Cfg::kLoadBatch];
+#pragma unroll
+        for (int k = 0; k < Cfg::kLoadBatch; ++k)
+        {
+            int const e = tid + (i0 + k) * Cfg::kThreads;
+            v[k] = 0;
+            off[k] = -1;
+            if (i0 + k < Cfg::kLoadIters && e < Cfg::kLoadElems)
+            {
+                int const c = e / Cfg::NH2;
+                int const p = e - c * Cfg::NH2;
+                int const hr = p / Cfg::HTW2;
+                int const gy = y0 - 2 + hr;
+                int const gx = x0 - 2 + (p - hr * Cfg::HTW2);
+                off[k] = p * CPX + c;
+                if (gy >= 0 && gy < H && gx >= 0 && gx < W)
+                {
+                    v[k] = xb[c * hw + static_cast<int64_t>(gy) * W + gx];
+                }
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < Cfg::kLoadBatch; ++k)
+        {
+            if (off[k] >= 0)
+            {
+                xs[off[k]] = v[k];
+            }
+        }
+    }
+    // Zeros where nothing was loaded but the GEMMs read: padding channels [C, CP) of every row, and the padding
+    // pixels [NH2, NH2R) (their v is never read, but NaN bits there would still be multiplied).
+    if constexpr (Cfg::CP > C)
+    {
+        for (int e = tid; e < Cfg::NH2R * (Cfg::CP - C); e += Cfg::kThreads)
+        {
+            int const p = e / (Cfg::CP - C);
+            xs[p * CPX + C + (e - p * (Cfg::CP - C))] = 0;
+        }
+    }
+    if constexpr (Cfg::NH2R > Cfg::NH2)
+    {
+        for (int e = tid; e < (Cfg::NH2R - Cfg::NH2) * C; e += Cfg::kThreads)
+        {
+            int const p = e / C;
+            xs[(Cfg::NH2 + p) * CPX + (e - p * C)] = 0;
+        }
+    }
+    __syncthreads();
+
+    // ---- GEMM2: outs[o][q] = sum_c M[o][c] x[c][q] + x[o][q] + bproj[o] for the output pixels q. Warp w takes
+    // the n-tiles w, w + 8, ... of every row block mt; lane (g, t) feeds pixel 8 nt + g and owns outputs
+    // (rows g, g + 8) x (pixels 8 nt + 2t, + 1).
+#pragma unroll 1
+    for (int mt = 0; mt < KT; ++mt)
+    {
+        uint4 a[KT];
+#pragma unroll
+        for (int ks = 0; ks < KT; ++ks)
+        {
+            a[ks] = __ldg(m_frag + (mt * KT + ks) * 32 + lane);
+        }
+        float bo[2];
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+        {
+            int const o = mt * 16 + mma16::c_row(lane, 2 * h);
+            bo[h] = o < C ? __ldg(bproj + o) : 0.0f;
+        }
+#pragma unroll 1
+        for (int nt = warp; nt < Cfg::NT2; nt += Cfg::kWarps)
+        {
+            int const qb = nt * 8 + mma16::b_n(lane);
+            uint16_t const* const xp = xs + (qb < Cfg::NO ? halo_pixel<Cfg>(qb) : 0) * CPX;
+            float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+            for (int ks = 0; ks < KT; ++ks)
+            {
+                mma16::mma<T>(d, a[ks], ld_shared32(xp + ks * 16 + mma16::b_k(lane, 0)),
+                    ld_shared32(xp + ks * 16 + mma16::b_k(lane, 1)));
+            }
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+            {
+                int const q = nt * 8 + mma16::c_col(lane, i);
+                if (q < Cfg::NO)
+                {
+                    int const o = mt * 16 + mma16::c_row(lane, i);
+                    d[i] += mma16::from_bits<T>(xs[halo_pixel<Cfg>(q) * CPX + o]) + bo[i / 2];
+                }
+            }
+            float* const op = outs + nt * 8 + mma16::c_col(lane, 0);
+            *reinterpret_cast<float2*>(op + (mt * 16 + mma16::c_row(lane, 0)) * NOP) = make_float2(d[0], d[1]);
+            *reinterpret_cast<float2*>(op + (mt * 16 + mma16::c_row(lane, 2)) * NOP) = make_float2(d[2], d[3]);
+        }
+    }
+
+    // ---- chunks of K = 16 channels of v: GEMM1 -> vs, DW1 -> ts, DW2 added to outs.
+#pragma unroll 1
+    for (int chunk = 0; chunk < Cfg::kChunks; ++chunk)
+    {
+        int const j0 = chunk * Cfg::K;
+        if (chunk > 0)
+        {
+            stage_wd<Cfg>(wd1s, wd2s, wpos1, wpos2, j0); // the previous chunk's DW2 is done with them
+        }
+        {
+            uint4 a[KT];
+#pragma unroll
+            for (int ks = 0; ks < KT; ++ks)
+            {
+                a[ks] = __ldg(wv_frag + (chunk * KT + ks) * 32 + lane);
+            }
+#pragma unroll 1
+            for (int nt = warp; nt < Cfg::NT1; nt += Cfg::kWarps)
+            {
+                uint16_t const* const xp = xs + (nt * 8 + mma16::b_n(lane)) * CPX;
+                float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+                for (int ks = 0; ks < KT; ++ks)
+                {
+                    mma16::mma<T>(d, a[ks], ld_shared32(xp + ks * 16 + mma16::b_k(lane, 0)),
+                        ld_shared32(xp + ks * 16 + mma16::b_k(lane, 1)));
+                }
+                float* const vp = vs + nt * 8 + mma16::c_col(lane, 0);
+                *reinterpret_cast<float2*>(vp + mma16::c_row(lane, 0) * Cfg::NH2P) = make_float2(d[0], d[1]);
+                *reinterpret_cast<float2*>(vp + mma16::c_row(lane, 2) * Cfg::NH2P) = make_float2(d[2], d[3]);
+            }
+        }
+        cp_async_wait_all();
+        __syncthreads(); // vs complete; the chunk's depthwise kernels landed; (chunk 0) GEMM2's outs written
+        depthwise1_gelu<Cfg>(vs, wd1s, ts, y0, x0, H, W);
+        __syncthreads(); // ts complete; vs free for the next GEMM1
+        depthwise2<Cfg, true>(ts, wd2s, outs + j0 * NOP);
+        __syncthreads(); // outs rows of the chunk final; ts and the depthwise kernels free
+    }
+
+    // ---- coalesced stores of y.
+    for (int e = tid; e < C * Cfg::NO; e += Cfg::kThreads)
+    {
+        int const c = e / Cfg::NO;
+        int const q = e - c * Cfg::NO;
+        int const r = q / Cfg::TW;
+        int const gy = y0 + r;
+        int const gx = x0 + (q - r * Cfg::TW);
+        if (gy < H && gx < W)
+        {
+            yb[c * hw + static_cast<int64_t>(gy) * W + gx] = from_float<T>(outs[c * NOP + q]);
+        }
+    }
+}
+
+// =============================================================================================================
 // Host side.
 
 // Opts the kernel into more than 48 KB of dynamic shared memory, once per device.
@@ -1350,22 +1974,31 @@ size_t align_bytes(size_t n)
 //   gram    [B][C][C]                    S
 //   raw     [B][C][31]                   logits numerators of every row with its head's columns
 //   nk2     [B][C], nq2 [B][C]           squared norms of the rows of k and q
-//   mt      [B][CP][CP]                  M transposed, zero-padded
-// `bytes` includes kWorkspaceAlign of slack so that any base pointer can be aligned up.
+//   mt      [B][CP][CP]                  M transposed, zero-padded (FP32 path)
+//   frag    [1 + B][CP * CP] 16-bit      Wv, then M of each image, as packed mma A fragments (tensor-core path)
+// The workspace query has no dtype, so the layout holds both paths' regions (partial: the larger of the two
+// partial layouts; frag adds (1 + B) * CP^2 * 2 bytes). `bytes` includes kWorkspaceAlign of slack so that any base
+// pointer can be aligned up.
 struct MsaLayout
 {
     GramPlan plan;
-    int gram_blocks_per_image; // gram_reduce blocks per image
-    size_t partial, gram, raw, nk2, nq2, mt, bytes;
+    int gram_blocks_per_image;    // gram_reduce blocks per image
+    int gram_tc_blocks_per_image; // gram_reduce_tc blocks per image
+    size_t partial, gram, raw, nk2, nq2, mt, frag, bytes;
 };
 
-template <typename G>
+template <typename G, typename GT>
 MsaLayout msa_layout(int64_t B, int64_t N)
 {
+    static_assert(G::C == GT::C && G::CP == GT::CP && G::P == GT::P
+            && G::kMaxBlocksPerImage == GT::kMaxBlocksPerImage,
+        "both Gram passes share one GramPlan");
     constexpr int C = G::C;
+    constexpr int kPartialFloats = cmax(G::kPartialFloats, GT::kPartialFloats);
     MsaLayout L{};
     L.plan = gram_plan<G>(N);
     L.gram_blocks_per_image = cdiv(G::kPartialFloats, kSmallThreads);
+    L.gram_tc_blocks_per_image = cdiv(GT::kPartialFloats, kSmallThreads);
     size_t off = 0;
     auto region = [&](size_t floats) {
         size_t const at = off;
@@ -1373,12 +2006,13 @@ MsaLayout msa_layout(int64_t B, int64_t N)
         return at;
     };
     size_t const b = static_cast<size_t>(B);
-    L.partial = region(b * static_cast<size_t>(L.plan.nblk) * G::kPartialFloats);
+    L.partial = region(b * static_cast<size_t>(L.plan.nblk) * kPartialFloats);
     L.gram = region(b * C * C);
     L.raw = region(b * C * kHeadDim);
     L.nk2 = region(b * C);
     L.nq2 = region(b * C);
     L.mt = region(b * G::CP * G::CP);
+    L.frag = region(((b + 1) * G::CP * G::CP + 1) / 2); // 16-bit elements, counted in floats
     L.bytes = off + kWorkspaceAlign;
     return L;
 }
@@ -1394,9 +2028,9 @@ bool msa_layout_for(int C, int64_t B, int64_t N, MsaLayout* out)
 {
     switch (C)
     {
-    case 31: *out = msa_layout<Gram31>(B, N); break;
-    case 62: *out = msa_layout<Gram62>(B, N); break;
-    case 124: *out = msa_layout<Gram124>(B, N); break;
+    case 31: *out = msa_layout<Gram31, GramTc31>(B, N); break;
+    case 62: *out = msa_layout<Gram62, GramTc62>(B, N); break;
+    case 124: *out = msa_layout<Gram124, GramTc124>(B, N); break;
     default: return false;
     }
     return out->plan.nblk <= kMaxGridX / B;
@@ -1465,13 +2099,92 @@ int launch_msa(T const* x, T* y, float const* wq, float const* wk, float const* 
             return status;
         }
     }
-    attn_fold_kernel<C><<<static_cast<unsigned>(B * kFoldBlocks), kSmallThreads, 0, stream>>>(
-        raw, nk2, nq2, rescale, wproj, wv, mt);
+    attn_fold_kernel<C, float><<<static_cast<unsigned>(B * kFoldBlocks), kSmallThreads, 0, stream>>>(
+        raw, nk2, nq2, rescale, wproj, wv, mt, nullptr);
     if ((status = launch_status()) != MSTPP_OK)
     {
         return status;
     }
     fused<<<static_cast<unsigned>(B * per_image), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(x, y, wv, mt, bproj,
+        wpos1, wpos2, static_cast<int>(H), static_cast<int>(W), static_cast<int>(tiles_x),
+        static_cast<int>(per_image));
+    return launch_status();
+}
+
+// The tensor-core path (16-bit T): the same stream order with gram_tc / gram_reduce_tc, the fold packing M and Wv
+// as T fragments, and msa_tc_kernel. Images of at most kDirectMaxPixels pixels use attn_direct as above.
+template <typename T, typename GT, typename Cfg>
+int launch_msa_tc(T const* x, T* y, float const* wq, float const* wk, float const* wv, float const* rescale,
+    float const* wproj, float const* bproj, float const* wpos1, float const* wpos2, int64_t B, int64_t H, int64_t W,
+    char* ws, MsaLayout const& L, cudaStream_t stream)
+{
+    static_assert(GT::C == Cfg::C && GT::CP == Cfg::CP, "one channel count");
+    constexpr int C = Cfg::C;
+    int64_t const N = H * W;
+    int64_t const tiles_x = ceil_div(W, Cfg::TW);
+    int64_t const per_image = ceil_div(H, Cfg::TH) * tiles_x;
+    constexpr int kLogitBlocks = cdiv(2 * C, kSmallThreads / 32);
+    constexpr int kFoldBlocks = Cfg::CP / (kSmallThreads / 32);
+    if (per_image > kMaxGridX || B > kMaxGridX / per_image || B * L.gram_tc_blocks_per_image > kMaxGridX
+        || B * kLogitBlocks > kMaxGridX || B * kFoldBlocks > kMaxGridX)
+    {
+        return MSTPP_ERR_BAD_SHAPE;
+    }
+    float* const partial = reinterpret_cast<float*>(ws + L.partial);
+    float* const gram = reinterpret_cast<float*>(ws + L.gram);
+    float* const raw = reinterpret_cast<float*>(ws + L.raw);
+    float* const nk2 = reinterpret_cast<float*>(ws + L.nk2);
+    float* const nq2 = reinterpret_cast<float*>(ws + L.nq2);
+    uint16_t* const frag = reinterpret_cast<uint16_t*>(ws + L.frag);
+    uint16_t const* const xbits = reinterpret_cast<uint16_t const*>(x);
+
+    static std::atomic<uint64_t> smem_done{0};
+    auto fused = msa_tc_kernel<T, Cfg>;
+    int status = allow_smem(fused, Cfg::kSmemBytes, smem_done);
+    if (status != MSTPP_OK)
+    {
+        return status;
+    }
+
+    if (N <= kDirectMaxPixels)
+    {
+        attn_direct_kernel<T, C><<<static_cast<unsigned>(B * kLogitBlocks), kSmallThreads, 0, stream>>>(
+            x, wq, wk, raw, nk2, nq2, static_cast<int>(N), kLogitBlocks);
+        if ((status = launch_status()) != MSTPP_OK)
+        {
+            return status;
+        }
+    }
+    else
+    {
+        int const nblk = static_cast<int>(L.plan.nblk);
+        gram_tc_kernel<T, GT><<<static_cast<unsigned>(B * nblk), GT::kThreads, 0, stream>>>(
+            xbits, partial, N, nblk, L.plan.ppb);
+        if ((status = launch_status()) != MSTPP_OK)
+        {
+            return status;
+        }
+        gram_reduce_tc_kernel<GT>
+            <<<static_cast<unsigned>(B * L.gram_tc_blocks_per_image), kSmallThreads, 0, stream>>>(
+                partial, gram, nblk, L.gram_tc_blocks_per_image);
+        if ((status = launch_status()) != MSTPP_OK)
+        {
+            return status;
+        }
+        attn_logits_kernel<C><<<static_cast<unsigned>(B * kLogitBlocks), kSmallThreads, 0, stream>>>(
+            gram, wq, wk, raw, nk2, nq2, kLogitBlocks);
+        if ((status = launch_status()) != MSTPP_OK)
+        {
+            return status;
+        }
+    }
+    attn_fold_kernel<C, T><<<static_cast<unsigned>(B * kFoldBlocks), kSmallThreads, 0, stream>>>(
+        raw, nk2, nq2, rescale, wproj, wv, nullptr, frag);
+    if ((status = launch_status()) != MSTPP_OK)
+    {
+        return status;
+    }
+    fused<<<static_cast<unsigned>(B * per_image), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(xbits, y, frag, bproj,
         wpos1, wpos2, static_cast<int>(H), static_cast<int>(W), static_cast<int>(tiles_x),
         static_cast<int>(per_image));
     return launch_status();
@@ -1539,21 +2252,40 @@ extern "C" int mstpp_msa_nchw(void const* x, void* y, float const* wq, float con
     auto const base = reinterpret_cast<uintptr_t>(workspace);
     char* const ws = reinterpret_cast<char*>((base + kWorkspaceAlign - 1) / kWorkspaceAlign * kWorkspaceAlign);
     cudaStream_t const s = as_stream(stream);
+    // FP32 storage: the exact FP32 FMA path. FP16 / BF16 storage: the tensor-core path.
     return dispatch_dtype(dtype, [&](auto tag) {
         using T = decltype(tag);
         T const* xt = static_cast<T const*>(x);
         T* yt = static_cast<T*>(y);
-        switch (C)
+        if constexpr (std::is_same_v<T, float>)
         {
-        case 31:
-            return launch_msa<T, Gram31, Msa31>(
-                xt, yt, wq, wk, wv, rescale, wproj, bproj, wpos1, wpos2, B, H, W, ws, L, s);
-        case 62:
-            return launch_msa<T, Gram62, Msa62>(
-                xt, yt, wq, wk, wv, rescale, wproj, bproj, wpos1, wpos2, B, H, W, ws, L, s);
-        default:
-            return launch_msa<T, Gram124, Msa124>(
-                xt, yt, wq, wk, wv, rescale, wproj, bproj, wpos1, wpos2, B, H, W, ws, L, s);
+            switch (C)
+            {
+            case 31:
+                return launch_msa<T, Gram31, Msa31>(
+                    xt, yt, wq, wk, wv, rescale, wproj, bproj, wpos1, wpos2, B, H, W, ws, L, s);
+            case 62:
+                return launch_msa<T, Gram62, Msa62>(
+                    xt, yt, wq, wk, wv, rescale, wproj, bproj, wpos1, wpos2, B, H, W, ws, L, s);
+            default:
+                return launch_msa<T, Gram124, Msa124>(
+                    xt, yt, wq, wk, wv, rescale, wproj, bproj, wpos1, wpos2, B, H, W, ws, L, s);
+            }
+        }
+        else
+        {
+            switch (C)
+            {
+            case 31:
+                return launch_msa_tc<T, GramTc31, MsaTc31>(
+                    xt, yt, wq, wk, wv, rescale, wproj, bproj, wpos1, wpos2, B, H, W, ws, L, s);
+            case 62:
+                return launch_msa_tc<T, GramTc62, MsaTc62>(
+                    xt, yt, wq, wk, wv, rescale, wproj, bproj, wpos1, wpos2, B, H, W, ws, L, s);
+            default:
+                return launch_msa_tc<T, GramTc124, MsaTc124>(
+                    xt, yt, wq, wk, wv, rescale, wproj, bproj, wpos1, wpos2, B, H, W, ws, L, s);
+            }
         }
     });
 }
