@@ -277,7 +277,10 @@ def ffn_nchw(x: "torch.Tensor", ln_weight: "torch.Tensor", ln_bias: "torch.Tenso
 
     ``y = x + W2 . GELU(DW3x3(GELU(W1 . LN(x))))`` on NCHW, as ``architecture.mst_plus_plus`` computes it
     (LayerNorm over channels, 1x1 conv C->4C, exact GELU, depthwise 3x3 with zero padding, GELU, 1x1 conv 4C->C,
-    no biases), in float32 throughout; the 4C hidden state stays on chip.
+    no biases); the 4C hidden state stays on chip. float32 x: float32 arithmetic throughout (no TF32). float16 /
+    bfloat16 x: both 1x1 convolutions on tensor cores with operands of x's dtype and float32 accumulation (LN,
+    depthwise conv and GELUs in float32), so errors are a few units of the dtype's roundoff (see
+    tests/test_kernels_ffn.py).
 
     Args:
         x: [B, C, H, W] contiguous CUDA tensor, float32/float16/bfloat16, C in (31, 62, 124).

@@ -244,7 +244,7 @@ def run_ffn_cases(torch, kernels, args, timer: Timer, copy_gbs: float, l2_bytes:
     h, w = args.height, args.width
     shapes = [(1, 31, h, w), (1, 62, h // 2, w // 2), (1, 124, h // 4, w // 4), (16, 31, h, w)]
     results = []
-    for dtype in (torch.float32, torch.float16):
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):  # FP16/BF16: the tensor-core kernel
         for shape in shapes:
             channels = shape[1]
             torch.manual_seed(channels)

@@ -89,8 +89,11 @@ MSTPP_API int mstpp_gelu(const void* x, void* y, int64_t n, int dtype, void* str
  * LN: LayerNorm over the C channels of each pixel (biased variance, eps, affine ln_gamma/ln_beta [C]).
  * w1: [4C, C] (1x1 conv, no bias). wdw: [4C, 3, 3] depthwise 3x3 conv, stride 1, zero padding 1 applied to its
  * input (hidden values outside the image are 0), no bias. w2: [C, 4C] (1x1 conv, no bias). GELU is exact (erf).
- * All weights are float32 device arrays; x and y share `dtype`. Every operation runs in float32 (FMA, no TF32),
- * and the 4C hidden state never goes to global memory (spatial tiles with a 1-pixel halo in shared memory).
+ * All weights are float32 device arrays; x and y share `dtype`. FP32 storage: every operation runs in float32 (FMA,
+ * no TF32). FP16/BF16 storage: the two 1x1 convolutions run on tensor cores with operands of the storage type (LN(x),
+ * W1, GELU(DW(.)) and W2 rounded to it) and float32 accumulation; LN statistics, the depthwise conv and both GELUs
+ * (GELU within 1e-6 of erf form) stay float32. The 4C hidden state never goes to global memory (spatial tiles with
+ * a 1-pixel halo in shared memory). Deterministic (no atomics, fixed summation order).
  * C must be 31, 62 or 124 (MSTPP_ERR_UNSUPPORTED_WIDTH otherwise); any B, H, W >= 0.
  * x and y must not overlap, y == x included: tiles read their halo from pixels that other tiles write, so the
  * kernel cannot run in place (MSTPP_ERR_OVERLAP). Uses up to 98 KB of shared memory per block (sm_80+).
