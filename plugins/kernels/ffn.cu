@@ -100,32 +100,13 @@
 #include <cmath>
 #include <type_traits>
 
-#include "common.cuh"
+#include "block_common.cuh"
+#include "mma16.cuh"
 
 namespace mstpp
 {
 namespace
 {
-
-constexpr int round_up(int a, int b)
-{
-    return (a + b - 1) / b * b;
-}
-
-constexpr int cdiv(int a, int b)
-{
-    return (a + b - 1) / b;
-}
-
-constexpr int cmax(int a, int b)
-{
-    return a > b ? a : b;
-}
-
-__device__ __forceinline__ float gelu_erf(float v)
-{
-    return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
-}
 
 // Compile-time shape of one FFN kernel instantiation.
 //   kC: channels; kTH x kTW: output tile; kNB1: hidden channels per GEMM1 thread item (4 or 8); kR: DW rows per
@@ -219,20 +200,6 @@ struct FfnConfig
 using Ffn31 = FfnConfig<31, 14, 14, 8, 7>;
 using Ffn62 = FfnConfig<62, 6, 14, 4, 6>;
 using Ffn124 = FfnConfig<124, 8, 8, 4, 8>;
-
-// 4-byte asynchronous copy global -> shared (sm_80+), zero-filled when !valid (nothing is read then).
-__device__ __forceinline__ void cp_async4(float* dst, float const* src, bool valid)
-{
-    unsigned const d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-    int const n = valid ? 4 : 0;
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src), "r"(n) : "memory");
-}
-
-// Waits for every cp.async this thread issued; a __syncthreads() must follow before other threads read the data.
-__device__ __forceinline__ void cp_async_wait_all()
-{
-    asm volatile("cp.async.wait_all;\n" ::: "memory");
-}
 
 // W1 chunk [K hidden][C] -> w1s[c * W1P + j], zero for hidden channels past 4C. Warp w, lane l, step i copies
 // hidden j = 4w + l / 8 and channel c = 8i + l % 8: 8 consecutive channels of one W1 row per 8 lanes (one
@@ -865,27 +832,6 @@ __device__ __forceinline__ uint32_t pack_pair<__nv_bfloat16>(float lo, float hi)
     return u;
 }
 
-// D += A . B, m16n8k16, FP32 accumulation; A row-major (4 regs), B column-major (2 regs), PTX fragment layouts.
-template <typename T>
-__device__ __forceinline__ void mma_16816(float (&d)[4], uint32_t const (&a)[4], uint32_t b0, uint32_t b1);
-template <>
-__device__ __forceinline__ void mma_16816<__half>(float (&d)[4], uint32_t const (&a)[4], uint32_t b0, uint32_t b1)
-{
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-        "{%0, %1, %2, %3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-template <>
-__device__ __forceinline__ void mma_16816<__nv_bfloat16>(
-    float (&d)[4], uint32_t const (&a)[4], uint32_t b0, uint32_t b1)
-{
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-        "{%0, %1, %2, %3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 // Four 8x8 16-bit matrices from shared memory; lane l supplies the address of row l % 8 of matrix l / 8, and
 // register i receives matrix i (lane l: row l / 4, elements 2 (l % 4), 2 (l % 4) + 1; with .trans: column l / 4,
 // rows 2 (l % 4), 2 (l % 4) + 1).
@@ -1066,8 +1012,8 @@ __device__ __forceinline__ void tc_gemm1_gelu(T const* xn, T const* w1b, float* 
         {
             uint32_t b[4]; // channels 32 kq + 8 i .. + 7 of the tile's 8 pixels, i = 0..3
             ldsm_x4(b, bp + nt * 8 * Cfg::XNP + kq * 32);
-            mma_16816<T>(d, a[2 * kq], b[0], b[1]);
-            mma_16816<T>(d, a[2 * kq + 1], b[2], b[3]);
+            mma16::mma<T>(d, a[2 * kq], b[0], b[1]);
+            mma16::mma<T>(d, a[2 * kq + 1], b[2], b[3]);
         }
         *reinterpret_cast<float2*>(hp + nt * 8) = make_float2(gelu_tc(d[0]), gelu_tc(d[1]));
         *reinterpret_cast<float2*>(hp + 8 * Cfg::HSP + nt * 8) = make_float2(gelu_tc(d[2]), gelu_tc(d[3]));
@@ -1162,8 +1108,8 @@ __device__ __forceinline__ void tc_gemm2(
 #pragma unroll
         for (int mt = 0; mt < 2; ++mt)
         {
-            mma_16816<T>(acc[mt][i], a[mt][0], b[0], b[1]);
-            mma_16816<T>(acc[mt][i], a[mt][1], b[2], b[3]);
+            mma16::mma<T>(acc[mt][i], a[mt][0], b[0], b[1]);
+            mma16::mma<T>(acc[mt][i], a[mt][1], b[2], b[3]);
         }
     }
 }

@@ -88,6 +88,13 @@ __device__ __forceinline__ void mma<__nv_bfloat16>(float (&d)[4], uint4 const& a
         : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1));
 }
 
+// The same with A as four registers in an array (as ldmatrix fills them).
+template <typename T>
+__device__ __forceinline__ void mma(float (&d)[4], uint32_t const (&a)[4], uint32_t b0, uint32_t b1)
+{
+    mma<T>(d, make_uint4(a[0], a[1], a[2], a[3]), b0, b1);
+}
+
 // float -> the 16-bit pattern of T (round to nearest even), and back.
 template <typename T>
 __device__ __forceinline__ uint16_t to_bits(float v);

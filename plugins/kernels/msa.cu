@@ -125,7 +125,7 @@
 #include <cmath>
 #include <type_traits>
 
-#include "common.cuh"
+#include "block_common.cuh"
 #include "mma16.cuh"
 
 namespace mstpp
@@ -133,42 +133,8 @@ namespace mstpp
 namespace
 {
 
-__host__ __device__ constexpr int round_up(int a, int b)
-{
-    return (a + b - 1) / b * b;
-}
-
-__host__ __device__ constexpr int cdiv(int a, int b)
-{
-    return (a + b - 1) / b;
-}
-
-__host__ __device__ constexpr int cmax(int a, int b)
-{
-    return a > b ? a : b;
-}
-
 constexpr int kHeadDim = 31;      // channels per head at every MST++ level
 constexpr float kNormEps = 1e-12f; // F.normalize's eps, applied to each norm
-
-__device__ __forceinline__ float gelu_erf(float v)
-{
-    return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
-}
-
-// 4-byte asynchronous copy global -> shared (sm_80+), zero-filled when !valid (nothing is read then).
-__device__ __forceinline__ void cp_async4(float* dst, float const* src, bool valid)
-{
-    unsigned const d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-    int const n = valid ? 4 : 0;
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src), "r"(n) : "memory");
-}
-
-// Waits for every cp.async this thread issued; a __syncthreads() must follow before other threads read the data.
-__device__ __forceinline__ void cp_async_wait_all()
-{
-    asm volatile("cp.async.wait_all;\n" ::: "memory");
-}
 
 // Upper-triangular tiles of an nt x nt tile grid, numbered row by row: t -> (ti, tj) with ti <= tj.
 __device__ __forceinline__ void tri_tile(int t, int nt, int& ti, int& tj)
