@@ -83,8 +83,8 @@ _add("trt-api-fp16-plugins", "TensorRT network API FP16 with our CUDA plugins", 
 _add("trt-api-fp16-fused", "TensorRT network API FP16 with our fused feed-forward plugin (MstFfn)", _trt,
      path="api", precision="fp16", plugins="fused")
 for _prec in ("fp32", "fp16", "bf16"):
-    _add(f"fused-{_prec}", f"our fused feed-forward kernels, {_prec.upper()} storage (the rest PyTorch eager)",
-         _fused, precision=_prec)
+    _add(f"fused-{_prec}", f"our fused attention and feed-forward kernels, {_prec.upper()} storage "
+         "(sampling, embedding, mapping: PyTorch eager)", _fused, precision=_prec)
 
 
 def make_runner(route: str, state_dict: Mapping[str, torch.Tensor], device: str | None = None,
