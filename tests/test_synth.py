@@ -116,6 +116,36 @@ def test_splits_are_disjoint() -> None:
     assert float(rms.min()) > 0.02
 
 
+def test_scene_meta_names_the_illuminant_family(gen0: SyntheticGenerator) -> None:
+    # The evaluation groups its metrics by this family (the error depends mostly on it).
+    family_of = dict(zip(gen0.tables.illuminant_names, gen0.tables.illuminant_families))
+    metas = [m for i in range(6) for m in gen0.training_batch(i, 4, 16).meta]
+    assert len({m["illuminant_family"] for m in metas}) > 1
+    for m in metas:
+        if m["illuminant"].startswith("daylight_"):
+            assert m["illuminant_family"] == "daylight"
+        else:
+            assert m["illuminant_family"] == family_of[m["illuminant"]]
+
+
+def test_card_section_lists_metrics_by_illuminant_family() -> None:
+    from mstpp.synth.evaluate import card_section
+
+    row = {"mrae": 0.5, "mrae_strict": 0.6, "rmse": 0.1, "psnr": 20.0, "sam_deg": 10.0}
+    result = {"n_scenes": 2, "eval_seed": 1, "border_crop": 128, "mrae_eps": 1e-3,
+              "metrics": {"mst_plus_plus": row, "rootpoly3": row},
+              "metrics_by_kind": {"photo": {"mst_plus_plus": row}},
+              "metrics_by_illuminant_family": {"daylight": {"mst_plus_plus": {**row, "mrae": 0.25},
+                                                            "rootpoly3": {**row, "mrae": 0.32}},
+                                               "fluorescent": {"mst_plus_plus": {**row, "mrae": 1.04},
+                                                               "rootpoly3": {**row, "mrae": 2.2}}},
+              "scenes_by_illuminant_family": {"daylight": 1, "fluorescent": 1},
+              "ground_truth_back_projection": {"abs_mean": 0.01, "centre_psnr": 30.0}, "activations": {}}
+    text = card_section(result, None, "w.pth")
+    assert ("By illuminant family (MRAE, scenes): daylight (1): mst_plus_plus 0.25, rootpoly3 0.32; "
+            "fluorescent (1): mst_plus_plus 1.04, rootpoly3 2.2") in text
+
+
 def test_eval_scene_deterministic_and_full_size() -> None:
     a, b = eval_scene(1), eval_scene(1)
     assert a.inputs.shape == (1, 3, 482, 512) and a.cubes.shape == (1, 31, 482, 512)

@@ -143,6 +143,12 @@ def back_projection(cube: torch.Tensor, rgb: torch.Tensor) -> dict[str, float]:
             "centre_abs_mean": centre["abs_mean"], "centre_psnr": 10 * math.log10(1.0 / max(mse, 1e-20))}
 
 
+def _grouped(rows: dict[str, list[dict]], labels: list[str]) -> dict:
+    """Per-label means of every method's per-scene metrics ({label: {method: {metric: mean}}})."""
+    return {label: {k: _mean([r for r, lab in zip(v, labels) if lab == label]) for k, v in rows.items()}
+            for label in sorted(set(labels))}
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, device: torch.device, n_scenes: int = 50, arad: str | Path | None = None,
              baseline_batches: int = 8, amp: bool = False, log=print) -> dict:
@@ -152,7 +158,7 @@ def evaluate(model: nn.Module, device: torch.device, n_scenes: int = 50, arad: s
     log(f"fitting baselines on {baseline_batches} x 8 training scenes ...")
     baselines = fit_baselines(baseline_batches)
     rows: dict[str, list[dict]] = {"mst_plus_plus": [], **{k: [] for k in BASELINES}}
-    kinds, gt_bp, out_stats = [], [], []
+    kinds, families, gt_bp, out_stats = [], [], [], []
     recorder = ActivationRecorder(model)
     for i in range(n_scenes):
         s = eval_scene(i)
@@ -167,14 +173,17 @@ def evaluate(model: nn.Module, device: torch.device, n_scenes: int = 50, arad: s
             rows[k].append(_scene_metrics(b.predict(s.inputs), y))
         gt_bp.append(back_projection(y, s.rendered.rgb8.float()))
         kinds.append(s.meta[0]["kind"])
+        families.append(s.meta[0]["illuminant_family"])
         log(f"scene {i:2d} {s.meta[0].get('photo', s.meta[0]['kind']):>12s} {s.meta[0]['illuminant']:>18s}: "
             f"MRAE {rows['mst_plus_plus'][-1]['mrae']:.4f} (rootpoly3 {rows['rootpoly3'][-1]['mrae']:.4f})")
     result: dict = {
         "n_scenes": n_scenes, "eval_seed": EVAL_SEED, "scene_size_hw": [482, 512], "border_crop": BORDER,
         "mrae_eps": TRAIN_EPS, "sam_unit": "degrees",
         "metrics": {k: _mean(v) for k, v in rows.items()},
-        "metrics_by_kind": {kind: {k: _mean([r for r, kk in zip(v, kinds) if kk == kind]) for k, v in rows.items()}
-                            for kind in sorted(set(kinds))},
+        "metrics_by_kind": _grouped(rows, kinds),
+        # The illuminant family dominates the error (fluorescent and LED spectra have bands with almost no power).
+        "metrics_by_illuminant_family": _grouped(rows, families),
+        "scenes_by_illuminant_family": {f: families.count(f) for f in sorted(set(families))},
         "prediction_error_stats_mean": _mean([{k: float(v) for k, v in e.items()} for e in out_stats]),
         "ground_truth_back_projection": _mean(gt_bp),
     }
@@ -233,6 +242,12 @@ def card_section(result: dict, train_log: dict | None, weights: str) -> str:
     L += ["", "By scene kind (MRAE): " + "; ".join(
         f"{kind}: " + ", ".join(f"{k} {_fmt(m['mrae'])}" for k, m in v.items())
         for kind, v in result["metrics_by_kind"].items()), ""]
+    if "metrics_by_illuminant_family" in result:
+        counts = result.get("scenes_by_illuminant_family", {})
+        L += ["By illuminant family (MRAE, scenes): " + "; ".join(
+            f"{fam} ({counts.get(fam, '?')}): " + ", ".join(f"{k} {_fmt(m['mrae'])}" for k, m in v.items()
+                                                           if k in ("mst_plus_plus", "rootpoly3"))
+            for fam, v in result["metrics_by_illuminant_family"].items()), ""]
     gt = result["ground_truth_back_projection"]
     L += [f"Back-projection floor (ground-truth cube rendered vs. its own noisy JPEG input, synthetic): "
           f"mean abs {_fmt(gt['abs_mean'])}, centre PSNR {_fmt(gt['centre_psnr'])} dB."]

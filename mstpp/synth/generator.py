@@ -121,14 +121,15 @@ class SyntheticGenerator:
         self._family_probs = w / w.sum()
 
     # ------------------------------------------------------------------------------ sampling
-    def _illuminants(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, list[str]]:
-        """n illuminant spectra [n, 31] (max 1) and their names."""
+    def _illuminants(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, list[str], list[str]]:
+        """n illuminant spectra [n, 31] (max 1), their names and their families."""
         fam = torch.multinomial(self._family_probs, n, replacement=True, generator=gen)
-        spds, names = [], []
+        spds, names, families = [], [], []
         ranges = self.tables.daylight_cct_ranges
         widths = torch.tensor([hi - lo for lo, hi in ranges])
         for f in fam.tolist():
             family = self._families[f]
+            families.append(family)
             if family == "daylight":
                 r = int(torch.multinomial(widths, 1, generator=gen))
                 lo, hi = ranges[r]
@@ -140,7 +141,7 @@ class SyntheticGenerator:
                 i = members[int(torch.randint(len(members), (1,), generator=gen))]
                 spds.append(self.tables.illuminants[i])
                 names.append(self.tables.illuminant_names[i])
-        return torch.stack(spds).to(self.device), names
+        return torch.stack(spds).to(self.device), names, families
 
     def _mix(self, first: torch.Tensor, second: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Reflectances [B, S, 31] from index tensors [B, S]: half pure, half convex mixtures."""
@@ -240,13 +241,13 @@ class SyntheticGenerator:
 
     def _finish(self, radiance: torch.Tensor, meta: list[dict], gen: torch.Generator, index: int,
                 noise: bool, jpeg: bool) -> SceneBatch:
-        spd, names = self._illuminants(radiance.shape[0], gen)
+        spd, names, families = self._illuminants(radiance.shape[0], gen)
         radiance = radiance * spd[:, :, None, None]
         noise_gen = torch.Generator(device=self.device).manual_seed(
             _derive_seed(self.seed, SPLITS.index(self.split), index, 2))
         rendered = simulate(radiance, self.cam, noise_gen, noise=noise, jpeg=jpeg)
-        for m, name in zip(meta, names):
-            m.update(illuminant=name, split=self.split)
+        for m, name, family in zip(meta, names, families):
+            m.update(illuminant=name, illuminant_family=family, split=self.split)
         return SceneBatch(rendered, meta)
 
     def training_batch(self, index: int, batch_size: int, patch: int, scene_size: int | None = None) -> SceneBatch:
