@@ -256,6 +256,22 @@ def gelu(x: "torch.Tensor", out: "Optional[torch.Tensor]" = None) -> "torch.Tens
     return y
 
 
+def _check_block_input(x: "torch.Tensor", widths: tuple[int, ...]) -> tuple[int, int]:
+    """The checks a fused MST++ block kernel needs on x before its weights: a 4-D tensor of a supported dtype
+    with one of the MST++ widths. Returns (dtype code, C)."""
+    import torch
+
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    dtype = _dtype_code(x, "x")
+    if x.dim() != 4:
+        raise ValueError(f"x must be [B, C, H, W], got shape {tuple(x.shape)}")
+    channels = x.shape[1]
+    if channels not in widths:
+        raise ValueError(f"x must have 31, 62 or 124 channels (MST++ levels), got C={channels}")
+    return dtype, channels
+
+
 def _ffn_weight(t: "torch.Tensor", name: str, shapes, x: "torch.Tensor") -> "torch.Tensor":
     """Checks t against the accepted shapes and returns it as a contiguous float32 tensor on x's device."""
     import torch
@@ -297,14 +313,7 @@ def ffn_nchw(x: "torch.Tensor", ln_weight: "torch.Tensor", ln_bias: "torch.Tenso
     """
     import torch
 
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    dtype = _dtype_code(x, "x")
-    if x.dim() != 4:
-        raise ValueError(f"x must be [B, C, H, W], got shape {tuple(x.shape)}")
-    channels = x.shape[1]
-    if channels not in FFN_CHANNELS:
-        raise ValueError(f"x must have 31, 62 or 124 channels (MST++ levels), got C={channels}")
+    dtype, channels = _check_block_input(x, FFN_CHANNELS)
     hidden = 4 * channels
     ln_weight = _ffn_weight(ln_weight, "ln_weight", [(channels,)], x)
     ln_bias = _ffn_weight(ln_bias, "ln_bias", [(channels,)], x)
@@ -350,14 +359,7 @@ def msa_nchw(x: "torch.Tensor", wq: "torch.Tensor", wk: "torch.Tensor", wv: "tor
     """
     import torch
 
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    dtype = _dtype_code(x, "x")
-    if x.dim() != 4:
-        raise ValueError(f"x must be [B, C, H, W], got shape {tuple(x.shape)}")
-    channels = x.shape[1]
-    if channels not in MSA_CHANNELS:
-        raise ValueError(f"x must have 31, 62 or 124 channels (MST++ levels), got C={channels}")
+    dtype, channels = _check_block_input(x, MSA_CHANNELS)
     heads = channels // MSA_HEAD_DIM
     square = [(channels, channels), (channels, channels, 1, 1)]
     wq = _ffn_weight(wq, "wq", square, x)
