@@ -1,6 +1,8 @@
 // Helpers shared by the fused block kernels (ffn.cu, msa.cu): compile-time tiling arithmetic, the exact GELU,
-// and 4-byte cp.async staging.
+// 4-byte cp.async staging, and the host side's shared-memory opt-in and overlap test.
 #pragma once
+
+#include <atomic>
 
 #include "common.cuh"
 
@@ -40,6 +42,40 @@ __device__ __forceinline__ void cp_async4(float* dst, float const* src, bool val
 __device__ __forceinline__ void cp_async_wait_all()
 {
     asm volatile("cp.async.wait_all;\n" ::: "memory");
+}
+
+// Opts the kernel into more than 48 KB of dynamic shared memory, once per device (the attribute is set on the
+// function for the current device; repeating it is harmless but costs a driver call).
+template <typename Kernel>
+int allow_smem(Kernel kernel, int bytes, std::atomic<uint64_t>& done_devices)
+{
+    int device = 0;
+    cudaError_t err = cudaGetDevice(&device);
+    if (err != cudaSuccess)
+    {
+        return static_cast<int>(err);
+    }
+    uint64_t const bit = device < 64 ? (uint64_t{1} << device) : 0;
+    if (bit != 0 && (done_devices.load(std::memory_order_relaxed) & bit) != 0)
+    {
+        return MSTPP_OK;
+    }
+    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+    if (err != cudaSuccess)
+    {
+        cudaGetLastError(); // not sticky; do not leave it for the next launch_status()
+        return static_cast<int>(err);
+    }
+    done_devices.fetch_or(bit, std::memory_order_relaxed);
+    return MSTPP_OK;
+}
+
+// Whether the byte ranges [a, a + a_bytes) and [b, b + b_bytes) share an address.
+inline bool overlaps(void const* a, size_t a_bytes, void const* b, size_t b_bytes)
+{
+    auto const pa = reinterpret_cast<uintptr_t>(a);
+    auto const pb = reinterpret_cast<uintptr_t>(b);
+    return pa < pb + b_bytes && pb < pa + a_bytes;
 }
 
 } // namespace mstpp

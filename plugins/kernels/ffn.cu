@@ -642,33 +642,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 2) ffn_fma_kernel(T const* __re
     }
 }
 
-// Opts the kernel into more than 48 KB of dynamic shared memory, once per device (the attribute is set on the
-// function for the current device; repeating it is harmless but costs a driver call).
-template <typename Kernel>
-int allow_smem(Kernel kernel, int bytes, std::atomic<uint64_t>& done_devices)
-{
-    int device = 0;
-    cudaError_t err = cudaGetDevice(&device);
-    if (err != cudaSuccess)
-    {
-        return static_cast<int>(err);
-    }
-    uint64_t const bit = device < 64 ? (uint64_t{1} << device) : 0;
-    if (bit != 0 && (done_devices.load(std::memory_order_relaxed) & bit) != 0)
-    {
-        return MSTPP_OK;
-    }
-    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-    if (err != cudaSuccess)
-    {
-        cudaGetLastError(); // not sticky; do not leave it for the next launch_status()
-        return static_cast<int>(err);
-    }
-    done_devices.fetch_or(bit, std::memory_order_relaxed);
-    return MSTPP_OK;
-}
-
-template <typename T, typename Cfg>
+// Both FFN kernels (FP32 FMA and tensor-core) take the same arguments and tile the image the same way.
+template <typename T, typename Cfg, auto Kernel>
 int launch_ffn(T const* x, T* y, float const* gamma, float const* beta, float const* w1, float const* wdw,
     float const* w2, int64_t B, int64_t H, int64_t W, float eps, cudaStream_t stream)
 {
@@ -679,13 +654,12 @@ int launch_ffn(T const* x, T* y, float const* gamma, float const* beta, float co
         return MSTPP_ERR_BAD_SHAPE;
     }
     static std::atomic<uint64_t> smem_done{0};
-    auto kernel = ffn_fma_kernel<T, Cfg>;
-    int const status = allow_smem(kernel, Cfg::kSmemBytes, smem_done);
+    int const status = allow_smem(Kernel, Cfg::kSmemBytes, smem_done);
     if (status != MSTPP_OK)
     {
         return status;
     }
-    kernel<<<static_cast<unsigned>(B * per_image), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(x, y, gamma, beta, w1,
+    Kernel<<<static_cast<unsigned>(B * per_image), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(x, y, gamma, beta, w1,
         wdw, w2, static_cast<int>(H), static_cast<int>(W), static_cast<int>(tiles_x), static_cast<int>(per_image),
         eps);
     return launch_status();
@@ -1361,36 +1335,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 2) ffn_tc_kernel(T const* __res
     }
 }
 
-template <typename T, typename Cfg>
-int launch_ffn_tc(T const* x, T* y, float const* gamma, float const* beta, float const* w1, float const* wdw,
-    float const* w2, int64_t B, int64_t H, int64_t W, float eps, cudaStream_t stream)
-{
-    int64_t const tiles_x = ceil_div(W, Cfg::TW);
-    int64_t const per_image = ceil_div(H, Cfg::TH) * tiles_x;
-    if (per_image > kMaxGridX || B > kMaxGridX / per_image)
-    {
-        return MSTPP_ERR_BAD_SHAPE;
-    }
-    static std::atomic<uint64_t> smem_done{0};
-    auto kernel = ffn_tc_kernel<T, Cfg>;
-    int const status = allow_smem(kernel, Cfg::kSmemBytes, smem_done);
-    if (status != MSTPP_OK)
-    {
-        return status;
-    }
-    kernel<<<static_cast<unsigned>(B * per_image), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(x, y, gamma, beta, w1,
-        wdw, w2, static_cast<int>(H), static_cast<int>(W), static_cast<int>(tiles_x), static_cast<int>(per_image),
-        eps);
-    return launch_status();
-}
-
-bool overlaps(void const* a, void const* b, size_t bytes)
-{
-    auto const pa = reinterpret_cast<uintptr_t>(a);
-    auto const pb = reinterpret_cast<uintptr_t>(b);
-    return pa < pb + bytes && pb < pa + bytes;
-}
-
 } // namespace
 } // namespace mstpp
 
@@ -1429,7 +1373,8 @@ extern "C" int mstpp_ffn_nchw(void const* x, void* y, float const* ln_gamma, flo
         return MSTPP_ERR_BAD_SHAPE;
     }
     size_t const elem = dtype == MSTPP_DTYPE_FLOAT32 ? 4 : 2;
-    if (overlaps(x, y, static_cast<size_t>(B * C * H * W) * elem))
+    size_t const bytes = static_cast<size_t>(B * C * H * W) * elem;
+    if (overlaps(x, bytes, y, bytes))
     {
         return MSTPP_ERR_OVERLAP;
     }
@@ -1438,14 +1383,15 @@ extern "C" int mstpp_ffn_nchw(void const* x, void* y, float const* ln_gamma, flo
         using T = decltype(tag);
         T const* xt = static_cast<T const*>(x);
         T* yt = static_cast<T*>(y);
+        auto const go = [&](auto launch) { return launch(xt, yt, ln_gamma, ln_beta, w1, wdw, w2, B, H, W, eps, s); };
         if constexpr (std::is_same_v<T, float>)
         {
             // FP32 storage: exact FP32 FMA (no TF32, by policy).
             switch (C)
             {
-            case 31: return launch_ffn<T, Ffn31>(xt, yt, ln_gamma, ln_beta, w1, wdw, w2, B, H, W, eps, s);
-            case 62: return launch_ffn<T, Ffn62>(xt, yt, ln_gamma, ln_beta, w1, wdw, w2, B, H, W, eps, s);
-            default: return launch_ffn<T, Ffn124>(xt, yt, ln_gamma, ln_beta, w1, wdw, w2, B, H, W, eps, s);
+            case 31: return go(launch_ffn<T, Ffn31, ffn_fma_kernel<T, Ffn31>>);
+            case 62: return go(launch_ffn<T, Ffn62, ffn_fma_kernel<T, Ffn62>>);
+            default: return go(launch_ffn<T, Ffn124, ffn_fma_kernel<T, Ffn124>>);
             }
         }
         else
@@ -1453,9 +1399,9 @@ extern "C" int mstpp_ffn_nchw(void const* x, void* y, float const* ln_gamma, flo
             // FP16 / BF16 storage: both 1x1 convolutions on tensor cores with operands of the storage type.
             switch (C)
             {
-            case 31: return launch_ffn_tc<T, FfnTc31>(xt, yt, ln_gamma, ln_beta, w1, wdw, w2, B, H, W, eps, s);
-            case 62: return launch_ffn_tc<T, FfnTc62>(xt, yt, ln_gamma, ln_beta, w1, wdw, w2, B, H, W, eps, s);
-            default: return launch_ffn_tc<T, FfnTc124>(xt, yt, ln_gamma, ln_beta, w1, wdw, w2, B, H, W, eps, s);
+            case 31: return go(launch_ffn<T, FfnTc31, ffn_tc_kernel<T, FfnTc31>>);
+            case 62: return go(launch_ffn<T, FfnTc62, ffn_tc_kernel<T, FfnTc62>>);
+            default: return go(launch_ffn<T, FfnTc124, ffn_tc_kernel<T, FfnTc124>>);
             }
         }
     });

@@ -1896,38 +1896,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm) msa_tc_ke
 // =============================================================================================================
 // Host side.
 
-// Opts the kernel into more than 48 KB of dynamic shared memory, once per device.
-template <typename Kernel>
-int allow_smem(Kernel kernel, int bytes, std::atomic<uint64_t>& done_devices)
-{
-    int device = 0;
-    cudaError_t err = cudaGetDevice(&device);
-    if (err != cudaSuccess)
-    {
-        return static_cast<int>(err);
-    }
-    uint64_t const bit = device < 64 ? (uint64_t{1} << device) : 0;
-    if (bit != 0 && (done_devices.load(std::memory_order_relaxed) & bit) != 0)
-    {
-        return MSTPP_OK;
-    }
-    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-    if (err != cudaSuccess)
-    {
-        cudaGetLastError(); // not sticky; do not leave it for the next launch_status()
-        return static_cast<int>(err);
-    }
-    done_devices.fetch_or(bit, std::memory_order_relaxed);
-    return MSTPP_OK;
-}
-
-bool overlaps(void const* a, size_t a_bytes, void const* b, size_t b_bytes)
-{
-    auto const pa = reinterpret_cast<uintptr_t>(a);
-    auto const pb = reinterpret_cast<uintptr_t>(b);
-    return pa < pb + b_bytes && pb < pa + a_bytes;
-}
-
 constexpr size_t kWorkspaceAlign = 256;
 
 size_t align_bytes(size_t n)
