@@ -272,7 +272,7 @@ def _check_block_input(x: "torch.Tensor", widths: tuple[int, ...]) -> tuple[int,
     return dtype, channels
 
 
-def _ffn_weight(t: "torch.Tensor", name: str, shapes, x: "torch.Tensor") -> "torch.Tensor":
+def _block_weight(t: "torch.Tensor", name: str, shapes, x: "torch.Tensor") -> "torch.Tensor":
     """Checks t against the accepted shapes and returns it as a contiguous float32 tensor on x's device."""
     import torch
 
@@ -315,11 +315,11 @@ def ffn_nchw(x: "torch.Tensor", ln_weight: "torch.Tensor", ln_bias: "torch.Tenso
 
     dtype, channels = _check_block_input(x, FFN_CHANNELS)
     hidden = 4 * channels
-    ln_weight = _ffn_weight(ln_weight, "ln_weight", [(channels,)], x)
-    ln_bias = _ffn_weight(ln_bias, "ln_bias", [(channels,)], x)
-    w1 = _ffn_weight(w1, "w1", [(hidden, channels), (hidden, channels, 1, 1)], x)
-    wdw = _ffn_weight(wdw, "wdw", [(hidden, 1, 3, 3), (hidden, 3, 3)], x)
-    w2 = _ffn_weight(w2, "w2", [(channels, hidden), (channels, hidden, 1, 1)], x)
+    ln_weight = _block_weight(ln_weight, "ln_weight", [(channels,)], x)
+    ln_bias = _block_weight(ln_bias, "ln_bias", [(channels,)], x)
+    w1 = _block_weight(w1, "w1", [(hidden, channels), (hidden, channels, 1, 1)], x)
+    wdw = _block_weight(wdw, "wdw", [(hidden, 1, 3, 3), (hidden, 3, 3)], x)
+    w2 = _block_weight(w2, "w2", [(channels, hidden), (channels, hidden, 1, 1)], x)
     if not math.isfinite(eps) or eps < 0:
         raise ValueError(f"eps must be finite and >= 0, got {eps}")
     _check_input(x, "x", 4)  # device and layout last: the argument errors above need no GPU
@@ -342,7 +342,10 @@ def msa_nchw(x: "torch.Tensor", wq: "torch.Tensor", wk: "torch.Tensor", wv: "tor
     ``y = x + proj(blockdiag(A) v) + pos_emb(v)``, ``v = to_v(x)``, ``A_h = softmax(rescale[h] * kn_h qn_h^T)``
     with q/k rows L2-normalised over the pixels, exactly the function of
     ``architecture.mst_plus_plus.SpectralMSA`` (heads of 31 channels). The attention is computed through the Gram
-    matrix x x^T of each image in float32 (two reads of x, one write of y; no TF32), deterministically.
+    matrix x x^T of each image (two reads of x, one write of y), deterministically. float32 x: float32 arithmetic
+    throughout (no TF32). float16 / bfloat16 x: the Gram matrix and the per-pixel products Wv x and M x on tensor
+    cores with operands of x's dtype (the stored x values, Wv and M rounded to it) and float32 accumulation; the
+    softmax, depthwise convolutions and GELU in float32 (see tests/test_kernels_msa.py for the error bounds).
 
     Args:
         x: [B, C, H, W] contiguous CUDA tensor, float32/float16/bfloat16, C in (31, 62, 124).
@@ -362,18 +365,15 @@ def msa_nchw(x: "torch.Tensor", wq: "torch.Tensor", wk: "torch.Tensor", wv: "tor
     dtype, channels = _check_block_input(x, MSA_CHANNELS)
     heads = channels // MSA_HEAD_DIM
     square = [(channels, channels), (channels, channels, 1, 1)]
-    wq = _ffn_weight(wq, "wq", square, x)
-    wk = _ffn_weight(wk, "wk", square, x)
-    wv = _ffn_weight(wv, "wv", square, x)
-    rescale = _ffn_weight(rescale, "rescale", [(heads, 1, 1), (heads,)], x)
-    wproj = _ffn_weight(wproj, "wproj", square, x)
-    bproj = _ffn_weight(bproj, "bproj", [(channels,)], x)
-    wpos1 = _ffn_weight(wpos1, "wpos1", [(channels, 1, 3, 3), (channels, 3, 3)], x)
-    wpos2 = _ffn_weight(wpos2, "wpos2", [(channels, 1, 3, 3), (channels, 3, 3)], x)
-    if not x.is_cuda:
-        raise ValueError(f"x must be a CUDA tensor, got device {x.device}")
-    if not x.is_contiguous():
-        raise ValueError("x must be contiguous (NCHW)")
+    wq = _block_weight(wq, "wq", square, x)
+    wk = _block_weight(wk, "wk", square, x)
+    wv = _block_weight(wv, "wv", square, x)
+    rescale = _block_weight(rescale, "rescale", [(heads, 1, 1), (heads,)], x)
+    wproj = _block_weight(wproj, "wproj", square, x)
+    bproj = _block_weight(bproj, "bproj", [(channels,)], x)
+    wpos1 = _block_weight(wpos1, "wpos1", [(channels, 1, 3, 3), (channels, 3, 3)], x)
+    wpos2 = _block_weight(wpos2, "wpos2", [(channels, 1, 3, 3), (channels, 3, 3)], x)
+    _check_input(x, "x", 4)  # device and layout last: the argument errors above need no GPU
     y = _output(x, out)
     lib = _load()
     batch, height, width = x.shape[0], x.shape[2], x.shape[3]

@@ -95,8 +95,9 @@ class FusedRunner(Runner):
 
     Args:
         state_dict: MST++ weights (float32).
-        precision: ``fp32`` (TF32 off everywhere), ``fp16`` or ``bf16`` (activations stored in that dtype;
-            the fused kernels compute in float32).
+        precision: ``fp32`` (TF32 off everywhere; the kernels use float32 FMA), ``fp16`` or ``bf16``
+            (activations stored in that dtype; the kernels' 1x1 products run on tensor cores with operands of
+            that dtype and float32 accumulation, everything else in float32).
         device: a CUDA device.
     """
 

@@ -44,7 +44,8 @@ def profile_kernels(step: Callable[[], object], runs: int = 10, top: int = 25) -
                    if e.device_time_total > 0), key=lambda r: -r[1])
     groups: dict[str, float] = {}
     for name, ms, _ in rows:
-        groups[kernel_group(name)] = groups.get(kernel_group(name), 0.0) + ms
+        group = kernel_group(name)
+        groups[group] = groups.get(group, 0.0) + ms
     return {"ms_per_run_events": start.elapsed_time(end) / runs,
             "kernel_sum_ms_per_run": sum(ms for _, ms, _ in rows),
             "groups_ms_per_run": dict(sorted(groups.items(), key=lambda kv: -kv[1])),
