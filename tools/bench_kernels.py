@@ -149,6 +149,16 @@ def copy_bandwidth(torch, timer: Timer) -> Dict:
     return {"bytes_moved": 2 * n_bytes, "ms": ms, "gb_per_s": 2 * n_bytes / ms / 1e6, "timing": "eager, CUDA events"}
 
 
+def time_pair(timer: Timer, ours: Callable, theirs: Callable, make_inputs: Callable, moved: int,
+              l2_bytes: int) -> tuple:
+    """Median ms of ``ours(*inputs)`` and ``theirs(*inputs)`` over rotating input sets from ``make_inputs()``,
+    enough of them that each call's ``moved`` bytes come from DRAM, not L2. Returns (ours, theirs, n_sets)."""
+    sets = [make_inputs() for _ in range(buffer_count(moved, l2_bytes))]
+    ours_ms = timer.median_ms(lambda i: ours(*sets[i % len(sets)]), len(sets))
+    theirs_ms = timer.median_ms(lambda i: theirs(*sets[i % len(sets)]), len(sets))
+    return ours_ms, theirs_ms, len(sets)
+
+
 def run_cases(torch, kernels, args, timer: Timer, copy_gbs: float, l2_bytes: int) -> List[Dict]:
     import torch.nn.functional as F
 
@@ -159,13 +169,11 @@ def run_cases(torch, kernels, args, timer: Timer, copy_gbs: float, l2_bytes: int
         elem = torch.tensor([], dtype=dtype).element_size()
         numel = math.prod(shape)
         moved = 2 * numel * elem
-        sets = [make_inputs() for _ in range(buffer_count(moved, l2_bytes))]
-        ours_ms = timer.median_ms(lambda i: ours(*sets[i % len(sets)]), len(sets))
-        theirs_ms = timer.median_ms(lambda i: theirs(*sets[i % len(sets)]), len(sets))
+        ours_ms, theirs_ms, n_sets = time_pair(timer, ours, theirs, make_inputs, moved, l2_bytes)
         gbs = moved / ours_ms / 1e6
         row = {
             "op": op, "case": name, "dtype": str(dtype).replace("torch.", ""), "shape": list(shape),
-            "bytes_moved": moved, "buffers": len(sets),
+            "bytes_moved": moved, "buffers": n_sets,
             "ms": ours_ms, "gb_per_s": gbs, "fraction_of_copy": gbs / copy_gbs,
             "torch_ms": theirs_ms, "torch_gb_per_s": moved / theirs_ms / 1e6, "speedup": theirs_ms / ours_ms,
             "target_fraction_of_copy": TARGETS[op],
@@ -173,7 +181,6 @@ def run_cases(torch, kernels, args, timer: Timer, copy_gbs: float, l2_bytes: int
         row["meets_target"] = row["fraction_of_copy"] >= TARGETS[op] and (
             op != "layernorm" or row["speedup"] >= LAYERNORM_SPEEDUP_TARGET)
         results.append(row)
-        del sets
 
     for dtype in (torch.float32, torch.float16):
         if "layernorm" not in args.ops:
@@ -237,6 +244,24 @@ def ffn_flops(shape) -> int:
     return 2 * batch * height * width * (8 * channels * channels + 36 * channels)
 
 
+def time_block_pair(torch, timer: Timer, kernel: Callable, params: List, block, shape, dtype, moved: int,
+                    l2_bytes: int) -> Dict:
+    """Times ``kernel(x, *params, out=out)`` against PyTorch's ``block(x) + x`` (``time_pair``). Returns the row's
+    common fields: case, dtype, shape, bytes_moved, buffers, ms, gb_per_s, torch_ms, speedup."""
+    def make_inputs():
+        return torch.randn(shape, device="cuda").to(dtype), torch.empty(shape, device="cuda", dtype=dtype)
+
+    @torch.no_grad()
+    def theirs(x, out):
+        return block(x) + x
+
+    ours_ms, theirs_ms, n_sets = time_pair(timer, lambda x, out: kernel(x, *params, out=out), theirs, make_inputs,
+                                           moved, l2_bytes)
+    return {"case": f"C={shape[1]} {shape[2]}x{shape[3]} b={shape[0]}", "dtype": str(dtype).replace("torch.", ""),
+            "shape": list(shape), "bytes_moved": moved, "buffers": n_sets, "ms": ours_ms,
+            "gb_per_s": moved / ours_ms / 1e6, "torch_ms": theirs_ms, "speedup": theirs_ms / ours_ms}
+
+
 def run_ffn_cases(torch, kernels, args, timer: Timer, copy_gbs: float, l2_bytes: int) -> List[Dict]:
     """mstpp_ffn_nchw against PyTorch eager ``PreNorm(C, FeedForward(C))(x) + x`` (cuDNN, TF32 off)."""
     from architecture.mst_plus_plus import FeedForward, PreNorm
@@ -255,30 +280,13 @@ def run_ffn_cases(torch, kernels, args, timer: Timer, copy_gbs: float, l2_bytes:
             block = block.to(dtype)
             elem = torch.tensor([], dtype=dtype).element_size()
             moved = 2 * math.prod(shape) * elem
-            sets = [((torch.randn(shape, device="cuda")).to(dtype), torch.empty(shape, device="cuda", dtype=dtype))
-                    for _ in range(buffer_count(moved, l2_bytes))]
-
-            def ours(i):
-                x, out = sets[i % len(sets)]
-                return kernels.ffn_nchw(x, *params, out=out)
-
-            @torch.no_grad()
-            def theirs(i):
-                x = sets[i % len(sets)][0]
-                return block(x) + x
-
-            ours_ms = timer.median_ms(ours, len(sets))
-            theirs_ms = timer.median_ms(theirs, len(sets))
+            row = time_block_pair(torch, timer, kernels.ffn_nchw, params, block, shape, dtype, moved, l2_bytes)
             flops = ffn_flops(shape)
             results.append({
-                "op": "ffn", "case": f"C={channels} {shape[2]}x{shape[3]} b={shape[0]}",
-                "dtype": str(dtype).replace("torch.", ""), "shape": list(shape), "bytes_moved": moved,
-                "flops": flops, "buffers": len(sets),
-                "ms": ours_ms, "gb_per_s": moved / ours_ms / 1e6, "fraction_of_copy": moved / ours_ms / 1e6 / copy_gbs,
-                "gflop_per_s": flops / ours_ms / 1e6,
-                "torch_ms": theirs_ms, "torch_gflop_per_s": flops / theirs_ms / 1e6, "speedup": theirs_ms / ours_ms,
+                "op": "ffn", **row, "flops": flops, "fraction_of_copy": row["gb_per_s"] / copy_gbs,
+                "gflop_per_s": flops / row["ms"] / 1e6, "torch_gflop_per_s": flops / row["torch_ms"] / 1e6,
             })
-            del sets, block
+            del block
     return results
 
 
@@ -302,28 +310,9 @@ def run_msa_cases(torch, kernels, args, timer: Timer, copy_gbs: float, l2_bytes:
             block = block.to(dtype)
             elem = torch.tensor([], dtype=dtype).element_size()
             moved = 3 * math.prod(shape) * elem  # x read twice, y written once
-            sets = [((torch.randn(shape, device="cuda")).to(dtype), torch.empty(shape, device="cuda", dtype=dtype))
-                    for _ in range(buffer_count(moved, l2_bytes))]
-
-            def ours(i):
-                x, out = sets[i % len(sets)]
-                return kernels.msa_nchw(x, *params, out=out)
-
-            @torch.no_grad()
-            def theirs(i):
-                x = sets[i % len(sets)][0]
-                return block(x) + x
-
-            ours_ms = timer.median_ms(ours, len(sets))
-            theirs_ms = timer.median_ms(theirs, len(sets))
-            results.append({
-                "op": "msa", "case": f"C={channels} {shape[2]}x{shape[3]} b={shape[0]}",
-                "dtype": str(dtype).replace("torch.", ""), "shape": list(shape), "bytes_moved": moved,
-                "buffers": len(sets),
-                "ms": ours_ms, "gb_per_s": moved / ours_ms / 1e6, "fraction_of_copy": moved / ours_ms / 1e6 / copy_gbs,
-                "torch_ms": theirs_ms, "speedup": theirs_ms / ours_ms,
-            })
-            del sets, block
+            row = time_block_pair(torch, timer, kernels.msa_nchw, params, block, shape, dtype, moved, l2_bytes)
+            results.append({"op": "msa", **row, "fraction_of_copy": row["gb_per_s"] / copy_gbs})
+            del block
     return results
 
 
