@@ -109,6 +109,21 @@ def test_benchmark_route_torch_fp32_on_cpu(weights):
     assert e2e.mode == "e2e" and e2e.status == "skipped" and e2e.reason
 
 
+def test_route_that_replays_its_own_graph_gets_no_second_capture(weights):
+    from mstpp.backends import make_runner
+
+    def self_graphing(*args, **kwargs):
+        runner = make_runner(*args, **kwargs)
+        runner.replays_cuda_graph = True  # as FusedRunner declares
+        return runner
+
+    rows = benchmark_route("torch-fp32", weights, 1, 16, 16, "cpu", BenchOptions(timing=TINY, cuda_graphs=True),
+                           factory=self_graphing)
+    main, graph = rows
+    assert main.status == "ok" and graph.cuda_graph and graph.status == "skipped"
+    assert "replays its own CUDA graph" in graph.reason
+
+
 def test_int8_route_runs_at_batch_above_one(weights, tmp_path, monkeypatch):
     # Regression: the static Q/DQ ONNX for batch 2 was calibrated with batch-1 feeds and failed.
     monkeypatch.setenv("MSTPP_CACHE_DIR", str(tmp_path))
