@@ -677,29 +677,59 @@ __global__ void __launch_bounds__(kSmallThreads) gram_reduce_tc_kernel(
 }
 
 // One warp per row r of [Wk; Wq] . S (2C rows per image): T = w_r S (lane owns columns lane + 32m), then
-//   k row i:  nk2[i] = T . Wk[i],  raw[i][j] = T . Wq[h d + j] for the d rows j of its head h
+//   k row i:  nk2[i] = T . Wk[i],  raw[i][j] = T . Wq[h d + j] for the d rows j of its head h (lane j)
 //   q row j:  nq2[j] = T . Wq[j]
-// Warp sums use a fixed butterfly, so results are reproducible. S (C^2 floats) is read through L1.
-// Launch assumptions: blockDim.x == kSmallThreads; gridDim.x == B * blocks_per_image, 8 rows per block.
+// The block first copies S (C^2 floats) into shared memory with one burst of cp.async, so the C-long loops run
+// on shared-memory latency instead of a chain of L2 round trips (the profile of the previous version, which read
+// S and the weights from L2 inside its loops, showed 12-37 us per call for ~1 us of arithmetic). Fixed summation
+// orders (one butterfly for the norms, four interleaved chains for raw), so results are reproducible.
+// Launch assumptions: blockDim.x == kSmallThreads; gridDim.x == B * blocks_per_image, 8 rows per block; dynamic
+// shared memory LogitsSmem<C>::kBytes.
+template <int C>
+struct LogitsSmem
+{
+    static constexpr int kWarps = kSmallThreads / 32;
+    static constexpr int kS = 0;                    // S of the image, [C][C]
+    static constexpr int kW = kS + C * C;           // each warp's row of Wk / Wq, [kWarps][C]
+    static constexpr int kT = kW + kWarps * C;      // each warp's row of T, [kWarps][C]
+    static constexpr int kBytes = (kT + kWarps * C) * static_cast<int>(sizeof(float));
+};
+
 template <int C>
 __global__ void __launch_bounds__(kSmallThreads) attn_logits_kernel(float const* __restrict__ gram,
     float const* __restrict__ wq, float const* __restrict__ wk, float* __restrict__ raw, float* __restrict__ nk2,
     float* __restrict__ nq2, int blocks_per_image)
 {
+    using L = LogitsSmem<C>;
     constexpr int d = kHeadDim;
     constexpr int CW = cdiv(C, 32);
-    constexpr int kWarps = kSmallThreads / 32;
+    extern __shared__ float smem[];
     int const image = blockIdx.x / blocks_per_image;
-    int const r = (blockIdx.x - image * blocks_per_image) * kWarps + threadIdx.x / 32;
+    int const warp = threadIdx.x / 32;
+    int const r = (blockIdx.x - image * blocks_per_image) * L::kWarps + warp;
     int const lane = threadIdx.x % 32;
+    float const* const s = gram + static_cast<int64_t>(image) * C * C;
+    float* const ss = smem + L::kS;
+    for (int e = threadIdx.x; e < C * C; e += kSmallThreads)
+    {
+        cp_async4(ss + e, s + e, true);
+    }
+    cp_async_wait_all();
+    __syncthreads();
     if (r >= 2 * C)
     {
-        return; // whole warp: r is uniform across it
+        return; // whole warp: r is uniform across it (and no block-wide barrier follows)
     }
     bool const is_k = r < C;
     int const row = is_k ? r : r - C;
     float const* const w = (is_k ? wk : wq) + row * C;
-    float const* const s = gram + static_cast<int64_t>(image) * C * C;
+    float* const ws = smem + L::kW + warp * C;
+    float* const ts = smem + L::kT + warp * C;
+    for (int c = lane; c < C; c += 32)
+    {
+        ws[c] = __ldg(w + c);
+    }
+    __syncwarp();
 
     float t[CW];
 #pragma unroll
@@ -710,14 +740,15 @@ __global__ void __launch_bounds__(kSmallThreads) attn_logits_kernel(float const*
 #pragma unroll 4
     for (int k = 0; k < C; ++k)
     {
-        float const wv = __ldg(w + k);
+        float const wv = ws[k];
+        float const* const srow = ss + k * C;
 #pragma unroll
         for (int m = 0; m < CW; ++m)
         {
             int const c = lane + 32 * m;
             if (c < C)
             {
-                t[m] = fmaf(wv, __ldg(s + k * C + c), t[m]);
+                t[m] = fmaf(wv, srow[c], t[m]);
             }
         }
     }
@@ -728,7 +759,8 @@ __global__ void __launch_bounds__(kSmallThreads) attn_logits_kernel(float const*
         int const c = lane + 32 * m;
         if (c < C)
         {
-            part = fmaf(t[m], __ldg(w + c), part);
+            part = fmaf(t[m], ws[c], part);
+            ts[c] = t[m];
         }
     }
     float const norm2 = warp_sum(part);
@@ -738,31 +770,27 @@ __global__ void __launch_bounds__(kSmallThreads) attn_logits_kernel(float const*
     }
     if (is_k)
     {
-        int const h = row / d;
-        float mine = 0.0f;
-#pragma unroll 1
-        for (int jj = 0; jj < d; ++jj)
-        {
-            float const* const qrow = wq + (h * d + jj) * C;
-            float p = 0.0f;
-#pragma unroll
-            for (int m = 0; m < CW; ++m)
-            {
-                int const c = lane + 32 * m;
-                if (c < C)
-                {
-                    p = fmaf(t[m], __ldg(qrow + c), p);
-                }
-            }
-            float const total = warp_sum(p);
-            if (lane == jj)
-            {
-                mine = total;
-            }
-        }
+        __syncwarp(); // ts complete
         if (lane < d)
         {
-            raw[(static_cast<int64_t>(image) * C + row) * d + lane] = mine;
+            // raw[row][lane] = T . Wq[h d + lane]: each lane reads its own row of Wq (contiguous, L1-cached).
+            float const* const qrow = wq + (row / d * d + lane) * C;
+            float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll 2
+            for (int c = 0; c + 4 <= C; c += 4)
+            {
+#pragma unroll
+                for (int u = 0; u < 4; ++u)
+                {
+                    acc[u] = fmaf(ts[c + u], __ldg(qrow + c + u), acc[u]);
+                }
+            }
+#pragma unroll
+            for (int c = C / 4 * 4; c < C; ++c)
+            {
+                acc[0] = fmaf(ts[c], __ldg(qrow + c), acc[0]);
+            }
+            raw[(static_cast<int64_t>(image) * C + row) * d + lane] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
         }
     }
 }
@@ -849,34 +877,86 @@ __device__ __forceinline__ float norm_from_square(float s)
 // (one warp per row), stored transposed and zero-padded: Mt[c][o] = M[o][c] for c, o < CP.
 // T = __half / __nv_bfloat16 (the tensor-core path) instead stores M rounded to T as ready-made mma A fragments,
 // frag + (1 + image) * CP * CP (mma16::packed_a_index), and the blocks of image 0 store Wv the same way at frag.
-// Launch assumptions: blockDim.x == kSmallThreads; gridDim.x == B * (CP / 8); frag != nullptr unless T is float.
+// Everything the block reads (Wv, the image's logits and squared norms, its 8 rows of Wproj) is copied into shared
+// memory in one burst of cp.async first; the loops then run on shared memory (see attn_logits_kernel).
+// Launch assumptions: blockDim.x == kSmallThreads; gridDim.x == B * (CP / 8); frag != nullptr unless T is float;
+// dynamic shared memory FoldSmem<C>::kBytes.
+template <int C>
+struct FoldSmem
+{
+    static constexpr int kWarps = kSmallThreads / 32;
+    static constexpr int CP = round_up(C, 32);
+    static constexpr int kWv = 0;                          // Wv, [C][C]
+    static constexpr int kAttn = kWv + C * C;              // raw logits, then A in place, [C][kHeadDim]
+    static constexpr int kNk = kAttn + C * kHeadDim;       // squared norms of k, [C]
+    static constexpr int kNq = kNk + C;                    // squared norms of q, then the clamped norms, [C]
+    static constexpr int kProj = kNq + C;                  // the block's rows of Wproj, [kWarps][C]
+    static constexpr int kPs = kProj + kWarps * C;         // P rows, [kWarps][CP]
+    static constexpr int kMs = kPs + kWarps * CP;          // M rows, [kWarps][CP + 1]
+    static constexpr int kBytes = (kMs + kWarps * (CP + 1)) * static_cast<int>(sizeof(float));
+};
+
 template <int C, typename T>
 __global__ void __launch_bounds__(kSmallThreads) attn_fold_kernel(float const* __restrict__ raw,
     float const* __restrict__ nk2, float const* __restrict__ nq2, float const* __restrict__ rescale,
     float const* __restrict__ wproj, float const* __restrict__ wv, float* __restrict__ mt,
     uint16_t* __restrict__ frag)
 {
+    using L = FoldSmem<C>;
     constexpr int d = kHeadDim;
-    constexpr int CP = round_up(C, 32);
+    constexpr int CP = L::CP;
     constexpr int CW = CP / 32;
-    constexpr int kWarps = kSmallThreads / 32;
+    constexpr int kWarps = L::kWarps;
     constexpr int kBlocksPerImage = CP / kWarps;
     static_assert(C <= kSmallThreads, "one thread per softmax row");
-    __shared__ float attn[C * d];
-    __shared__ float ps[kWarps][CP];
-    __shared__ float ms[kWarps][CP + 1];
+    extern __shared__ float smem[];
+    float* const wvs = smem + L::kWv;
+    float* const attn = smem + L::kAttn;
+    float* const nks = smem + L::kNk;
+    float* const nqs = smem + L::kNq;
+    float* const proj = smem + L::kProj;
+    float (*const ps)[CP] = reinterpret_cast<float (*)[CP]>(smem + L::kPs);
+    float (*const ms)[CP + 1] = reinterpret_cast<float (*)[CP + 1]>(smem + L::kMs);
 
     int const tid = threadIdx.x;
     int const image = blockIdx.x / kBlocksPerImage;
     int const o0 = (blockIdx.x - image * kBlocksPerImage) * kWarps;
     int64_t const ic = static_cast<int64_t>(image) * C;
 
-    // ---- softmax rows: A[r][j] = softmax_j(rescale[h] * raw[r][j] / (max(|k_r|, eps) * max(|q_hd+j|, eps)))
+    for (int e = tid; e < C * C; e += kSmallThreads)
+    {
+        cp_async4(wvs + e, wv + e, true);
+    }
+    for (int e = tid; e < C * d; e += kSmallThreads)
+    {
+        cp_async4(attn + e, raw + ic * d + e, true);
+    }
+    for (int e = tid; e < C; e += kSmallThreads)
+    {
+        cp_async4(nks + e, nk2 + ic + e, true);
+        cp_async4(nqs + e, nq2 + ic + e, true);
+    }
+    for (int e = tid; e < kWarps * C; e += kSmallThreads)
+    {
+        int const o = o0 + e / C;
+        cp_async4(proj + e, o < C ? wproj + o * C + e % C : wproj, o < C); // rows past C: zeros, nothing read
+    }
+    cp_async_wait_all();
+    __syncthreads();
+    if (tid < C)
+    {
+        nqs[tid] = norm_from_square(nqs[tid]); // once per q row instead of once per (k row, q row) pair
+    }
+    __syncthreads();
+
+    // ---- softmax rows: A[r][j] = softmax_j(rescale[h] * raw[r][j] / (max(|k_r|, eps) * max(|q_hd+j|, eps))),
+    //      in place over the row of logits (each thread reads its whole row before writing it)
     if (tid < C)
     {
         int const h = tid / d;
-        float const nk = norm_from_square(nk2[ic + tid]);
+        float const nk = norm_from_square(nks[tid]);
         float const scale = rescale[h];
+        float* const row = attn + tid * d;
         float z[d];
         float zmax = -INFINITY;
 #pragma unroll
@@ -884,7 +964,7 @@ __global__ void __launch_bounds__(kSmallThreads) attn_fold_kernel(float const* _
         {
             // kn . qn is a cosine: |.| <= 1 exactly. Through the Gram matrix a norm can lose most of its digits
             // (see the header), so keep the rounding error from pushing the logit outside [-rescale, rescale].
-            float cosine = raw[(ic + tid) * d + j] / (nk * norm_from_square(nq2[ic + h * d + j]));
+            float cosine = row[j] / (nk * nqs[h * d + j]);
             cosine = cosine > 1.0f ? 1.0f : (cosine < -1.0f ? -1.0f : cosine); // NaN stays NaN
             z[j] = scale * cosine;
             zmax = fmaxf(zmax, z[j]);
@@ -899,7 +979,7 @@ __global__ void __launch_bounds__(kSmallThreads) attn_fold_kernel(float const* _
 #pragma unroll
         for (int j = 0; j < d; ++j)
         {
-            attn[tid * d + j] = z[j] / sum;
+            row[j] = z[j] / sum;
         }
     }
     __syncthreads();
@@ -918,13 +998,13 @@ __global__ void __launch_bounds__(kSmallThreads) attn_fold_kernel(float const* _
             {
                 int const h = jp / d;
                 int const jj = jp - h * d;
-                float const* const prow = wproj + o * C + h * d;
+                float const* const prow = proj + w * C + h * d;
                 float const* const acol = attn + h * d * d + jj;
                 float p = 0.0f;
 #pragma unroll 8
                 for (int i = 0; i < d; ++i)
                 {
-                    p = fmaf(__ldg(prow + i), acol[i * d], p);
+                    p = fmaf(prow[i], acol[i * d], p);
                 }
                 ps[w][jp] = p;
             }
@@ -947,7 +1027,7 @@ __global__ void __launch_bounds__(kSmallThreads) attn_fold_kernel(float const* _
                 int const c = lane + 32 * m;
                 if (c < C)
                 {
-                    acc[m] = fmaf(p, __ldg(wv + jp * C + c), acc[m]);
+                    acc[m] = fmaf(p, wvs[jp * C + c], acc[m]);
                 }
             }
         }
@@ -989,7 +1069,7 @@ __global__ void __launch_bounds__(kSmallThreads) attn_fold_kernel(float const* _
             fm[at] = mma16::to_bits<T>(ms[oo][c]); // 0 in the padding rows / columns
             if (image == 0)
             {
-                frag[at] = mma16::to_bits<T>(o < C && c < C ? __ldg(wv + o * C + c) : 0.0f);
+                frag[at] = mma16::to_bits<T>(o < C && c < C ? wvs[o * C + c] : 0.0f);
             }
         }
     }
@@ -1970,6 +2050,17 @@ bool msa_layout_for(int C, int64_t B, int64_t N, MsaLayout* out)
     return out->plan.nblk <= kMaxGridX / B;
 }
 
+// Opts the per-image kernels (logits, fold) into their dynamic shared memory, once per device and instantiation
+// (S and Wv alone take 61.5 KB at C = 124).
+template <int C, typename T>
+int allow_per_image_smem()
+{
+    static std::atomic<uint64_t> logits_done{0};
+    static std::atomic<uint64_t> fold_done{0};
+    int const status = allow_smem(attn_logits_kernel<C>, LogitsSmem<C>::kBytes, logits_done);
+    return status != MSTPP_OK ? status : allow_smem(attn_fold_kernel<C, T>, FoldSmem<C>::kBytes, fold_done);
+}
+
 template <typename T, typename G, typename Cfg>
 int launch_msa(T const* x, T* y, float const* wq, float const* wk, float const* wv, float const* rescale,
     float const* wproj, float const* bproj, float const* wpos1, float const* wpos2, int64_t B, int64_t H, int64_t W,
@@ -1997,6 +2088,10 @@ int launch_msa(T const* x, T* y, float const* wq, float const* wk, float const* 
     static std::atomic<uint64_t> smem_done{0};
     auto fused = msa_fused_kernel<T, Cfg>;
     int status = allow_smem(fused, Cfg::kSmemBytes, smem_done);
+    if (status == MSTPP_OK)
+    {
+        status = allow_per_image_smem<C, float>(); // the fold launched below is attn_fold_kernel<C, float>
+    }
     if (status != MSTPP_OK)
     {
         return status;
@@ -2026,14 +2121,16 @@ int launch_msa(T const* x, T* y, float const* wq, float const* wk, float const* 
         {
             return status;
         }
-        attn_logits_kernel<C><<<static_cast<unsigned>(B * kLogitBlocks), kSmallThreads, 0, stream>>>(
+        attn_logits_kernel<C><<<static_cast<unsigned>(B * kLogitBlocks), kSmallThreads, LogitsSmem<C>::kBytes,
+            stream>>>(
             gram, wq, wk, raw, nk2, nq2, kLogitBlocks);
         if ((status = launch_status()) != MSTPP_OK)
         {
             return status;
         }
     }
-    attn_fold_kernel<C, float><<<static_cast<unsigned>(B * kFoldBlocks), kSmallThreads, 0, stream>>>(
+    attn_fold_kernel<C, float><<<static_cast<unsigned>(B * kFoldBlocks), kSmallThreads, FoldSmem<C>::kBytes,
+        stream>>>(
         raw, nk2, nq2, rescale, wproj, wv, mt, nullptr);
     if ((status = launch_status()) != MSTPP_OK)
     {
@@ -2075,6 +2172,10 @@ int launch_msa_tc(T const* x, T* y, float const* wq, float const* wk, float cons
     static std::atomic<uint64_t> smem_done{0};
     auto fused = msa_tc_kernel<T, Cfg>;
     int status = allow_smem(fused, Cfg::kSmemBytes, smem_done);
+    if (status == MSTPP_OK)
+    {
+        status = allow_per_image_smem<C, T>();
+    }
     if (status != MSTPP_OK)
     {
         return status;
@@ -2105,14 +2206,16 @@ int launch_msa_tc(T const* x, T* y, float const* wq, float const* wk, float cons
         {
             return status;
         }
-        attn_logits_kernel<C><<<static_cast<unsigned>(B * kLogitBlocks), kSmallThreads, 0, stream>>>(
+        attn_logits_kernel<C><<<static_cast<unsigned>(B * kLogitBlocks), kSmallThreads, LogitsSmem<C>::kBytes,
+            stream>>>(
             gram, wq, wk, raw, nk2, nq2, kLogitBlocks);
         if ((status = launch_status()) != MSTPP_OK)
         {
             return status;
         }
     }
-    attn_fold_kernel<C, T><<<static_cast<unsigned>(B * kFoldBlocks), kSmallThreads, 0, stream>>>(
+    attn_fold_kernel<C, T><<<static_cast<unsigned>(B * kFoldBlocks), kSmallThreads, FoldSmem<C>::kBytes,
+        stream>>>(
         raw, nk2, nq2, rescale, wproj, wv, nullptr, frag);
     if ((status = launch_status()) != MSTPP_OK)
     {
