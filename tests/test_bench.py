@@ -414,3 +414,15 @@ def test_cli_bad_arguments_exit_2_with_one_line(args, needle):
 def test_cli_lists_routes():
     proc = _cli("--list-routes", timeout=60)
     assert proc.returncode == 0 and "torch-fp32" in proc.stdout and "trt-api-fp16-plugins" in proc.stdout
+
+
+def test_kernel_groups_tell_our_kernels_from_cudnn():
+    from mstpp.bench.profiling import kernel_group
+
+    assert kernel_group("void mstpp::(anonymous namespace)::ffn_tc_kernel<__half, Cfg<31> >(") == "mstpp ffn kernel"
+    assert kernel_group("void mstpp::(anonymous namespace)::attn_fold_kernel<62, __half>(") == \
+        "mstpp attention kernels"
+    assert kernel_group("void mstpp::(anonymous namespace)::conv_tc_kernel<__half, 3, 1>(") == "mstpp glue kernels"
+    assert kernel_group("sm90_xmma_fprop_implicit_gemm_f16f16_f16f32_f32_nhwckrsc_nhwc") == \
+        "convolution (cuDNN/cuBLAS)"
+    assert kernel_group("Memset (Device)") == "other"

@@ -55,6 +55,9 @@ def main(argv=None) -> int:
             results["routes"][route] = {"skipped": str(exc)}
             continue
         with runner:
+            # Launch eagerly so torch.profiler attributes every kernel; a graph replays the same kernels.
+            if getattr(runner, "replays_cuda_graph", False):
+                runner.replays_cuda_graph = False
             runner.prepare(shape)
             x = runner.make_input(torch.rand(*shape))
             for _ in range(5):

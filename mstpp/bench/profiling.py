@@ -10,6 +10,7 @@ import torch
 KERNEL_GROUPS = (
     ("mstpp ffn kernel", ("ffn",)),
     ("mstpp attention kernels", ("msa", "gram", "attn_")),
+    ("mstpp glue kernels", ("mstpp::",)),  # our convolutions and sampling (after the two groups above)
     ("convolution (cuDNN/cuBLAS)", ("conv", "cudnn", "gemm", "sm90_xmma", "cutlass", "implicit", "wgrad", "dgrad")),
     ("layout/copy", ("copy", "transpose", "permute", "cat", "pad", "reflection")),
     ("elementwise/reduction", ("elementwise", "reduce", "softmax", "norm", "gelu")),
