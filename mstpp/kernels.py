@@ -28,6 +28,10 @@ __all__ = [
     "gelu",
     "ffn_nchw",
     "msa_nchw",
+    "conv_nchw",
+    "UpfuseWeights",
+    "fold_upfuse",
+    "upfuse_nchw",
 ]
 
 LIBRARY_NAME = "libmstpp_kernels.so"
@@ -37,6 +41,10 @@ LAYERNORM_MAX_C = 1024  # MSTPP_LAYERNORM_MAX_C in mstpp_kernels.h
 FFN_CHANNELS = (31, 62, 124)  # channel counts mstpp_ffn_nchw supports
 MSA_CHANNELS = (31, 62, 124)  # channel counts mstpp_msa_nchw supports
 MSA_HEAD_DIM = 31  # channels per attention head at every MST++ level
+CONV_IN_CHANNELS = (3, 31, 62)  # input channel counts mstpp_conv_nchw supports
+CONV_OUT_CHANNELS = (31, 62, 124)  # output channel counts mstpp_conv_nchw supports
+CONV_GEOMETRIES = ((3, 1, 1), (4, 2, 1))  # (kernel size, stride, padding) mstpp_conv_nchw supports
+UPFUSE_CHANNELS = (62, 124)  # low-resolution channel counts mstpp_upfuse_nchw supports
 
 _lib: Optional[ctypes.CDLL] = None
 _lib_lock = threading.Lock()
@@ -84,8 +92,11 @@ def _load() -> ctypes.CDLL:
         lib.mstpp_msa_workspace_size.argtypes = [c_i64, c_int, c_i64, c_i64]
         lib.mstpp_msa_workspace_size.restype = ctypes.c_size_t
         lib.mstpp_msa_nchw.argtypes = [c_void_p] * 10 + [c_i64, c_int, c_i64, c_i64, c_int, c_void_p, c_void_p]
+        lib.mstpp_conv_nchw.argtypes = [c_void_p] * 4 + [c_i64, c_int, c_i64, c_i64, c_int, c_int, c_int, c_int,
+                                                         c_int, c_void_p]
+        lib.mstpp_upfuse_nchw.argtypes = [c_void_p] * 6 + [c_i64, c_int, c_i64, c_i64, c_int, c_void_p]
         for name in ("mstpp_layernorm_rows", "mstpp_layernorm_nchw", "mstpp_l2norm_rows", "mstpp_gelu",
-                     "mstpp_ffn_nchw", "mstpp_msa_nchw"):
+                     "mstpp_ffn_nchw", "mstpp_msa_nchw", "mstpp_conv_nchw", "mstpp_upfuse_nchw"):
             getattr(lib, name).restype = c_int
         _lib = lib
         return lib
@@ -385,4 +396,182 @@ def msa_nchw(x: "torch.Tensor", wq: "torch.Tensor", wk: "torch.Tensor", wv: "tor
                                   wpos2.data_ptr(), batch, channels, height, width, dtype, workspace.data_ptr(),
                                   _stream(x))
     _raise_on_error(lib, code, "mstpp_msa_nchw")
+    return y
+
+
+def _check_glue_tensor(t: "torch.Tensor", name: str, x: "torch.Tensor", shape: Optional[tuple] = None) -> None:
+    """A 4-D activation of the glue kernels: a tensor of x's dtype (and device, and shape if given)."""
+    import torch
+
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype != x.dtype:
+        raise ValueError(f"{name} must have the dtype of x ({x.dtype}), got {t.dtype}")
+    if shape is not None and tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {list(shape)}, got {list(t.shape)}")
+
+
+def conv_nchw(x: "torch.Tensor", w: "torch.Tensor", stride: int, padding: int,
+              residual: "Optional[torch.Tensor]" = None) -> "torch.Tensor":
+    """Bias-free 2-D convolution on NCHW, the MST++ glue cases: ``F.conv2d(x, w, stride=stride, padding=padding)``
+    plus an optional residual, without layout transforms.
+
+    Geometries: 3x3 with stride 1 and padding 1, 4x4 with stride 2 and padding 1 (zero padding). float32 x: float32
+    FMA throughout (no TF32). float16 / bfloat16 x with 31 or 62 input channels: tensor cores with x as stored, w
+    rounded to x's dtype and float32 accumulation; with 3 input channels float32 FMA. y is rounded once, after the
+    residual add (see tests/test_kernels_conv.py for the error bounds).
+
+    Args:
+        x: [B, Cin, H, W] contiguous CUDA tensor, float32/float16/bfloat16, Cin in (3, 31, 62).
+        w: [Cout, Cin, k, k] (``Conv2d.weight``), Cout in (31, 62, 124); any floating dtype and device (converted to
+            contiguous float32 on x's device).
+        stride, padding: (1, 1) for k = 3, (2, 1) for k = 4.
+        residual: optional [B, Cout, Ho, Wo] contiguous tensor of x's dtype on x's device, added before the store.
+
+    Returns:
+        [B, Cout, Ho, Wo] with Ho = (H + 2 padding - k) // stride + 1 (same for Wo), x's dtype.
+    """
+    import torch
+
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    dtype = _dtype_code(x, "x")
+    if x.dim() != 4:
+        raise ValueError(f"x must be [B, Cin, H, W], got shape {tuple(x.shape)}")
+    if not isinstance(w, torch.Tensor) or w.dim() != 4 or w.shape[2] != w.shape[3]:
+        shape = tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__
+        raise ValueError(f"w must be a [Cout, Cin, k, k] tensor, got {shape}")
+    ksize = int(w.shape[2])
+    if (ksize, stride, padding) not in CONV_GEOMETRIES:
+        raise ValueError(f"unsupported convolution (kernel {ksize}, stride {stride}, padding {padding}); "
+                         f"supported: {', '.join(f'k{k} s{s} p{p}' for k, s, p in CONV_GEOMETRIES)}")
+    batch, cin, height, width = x.shape
+    cout = int(w.shape[0])
+    if cin not in CONV_IN_CHANNELS:
+        raise ValueError(f"x must have 3, 31 or 62 channels (MST++ glue convolutions), got Cin={cin}")
+    if cout not in CONV_OUT_CHANNELS:
+        raise ValueError(f"w must have 31, 62 or 124 output channels (MST++ glue convolutions), got Cout={cout}")
+    w = _block_weight(w, "w", [(cout, cin, ksize, ksize)], x)
+    if height + 2 * padding < ksize or width + 2 * padding < ksize:
+        raise ValueError(f"x is too small for a {ksize}x{ksize} convolution with padding {padding}: "
+                         f"{height}x{width}")
+    out_h = (height + 2 * padding - ksize) // stride + 1
+    out_w = (width + 2 * padding - ksize) // stride + 1
+    out_shape = (batch, cout, out_h, out_w)
+    if residual is not None:
+        _check_glue_tensor(residual, "residual", x, out_shape)
+    _check_input(x, "x", 4)  # device and layout last: the argument errors above need no GPU
+    if residual is not None:
+        _check_input(residual, "residual", 4)
+        if residual.device != x.device:
+            raise ValueError(f"residual must be on {x.device}, got {residual.device}")
+    y = torch.empty(out_shape, dtype=x.dtype, device=x.device)
+    lib = _load()
+    with torch.cuda.device(x.device):
+        code = lib.mstpp_conv_nchw(x.data_ptr(), y.data_ptr(), w.data_ptr(),
+                                   residual.data_ptr() if residual is not None else None, batch, cin, height, width,
+                                   cout, ksize, stride, padding, dtype, _stream(x))
+    _raise_on_error(lib, code, "mstpp_conv_nchw")
+    return y
+
+
+class UpfuseWeights:
+    """The decoder's transposed conv + 1x1 fuse conv folded into one linear map per output parity
+    (mstpp_upfuse_nchw's weights; see fold_upfuse). wa: [4, Cs, Clow], wb: [Cs, Cs], bias: [Cs], float32."""
+
+    def __init__(self, wa: "torch.Tensor", wb: "torch.Tensor", bias: "torch.Tensor"):
+        self.wa, self.wb, self.bias = wa, wb, bias
+
+    @property
+    def low_channels(self) -> int:
+        return int(self.wa.shape[2])
+
+    def to(self, device) -> "UpfuseWeights":
+        return UpfuseWeights(*(t.to(device) for t in (self.wa, self.wb, self.bias)))
+
+
+def fold_upfuse(w_up: "torch.Tensor", b_up: "torch.Tensor", w_fuse: "torch.Tensor") -> UpfuseWeights:
+    """Fold ``Conv1x1(cat([ConvTranspose2d(k2, s2)(low), skip]))`` into mstpp_upfuse_nchw's weights.
+
+    The single place of the fold. Computed in float64 on the weights' device, then rounded to float32:
+    ``wa[2 ki + kj] = w_fuse[:, :Cs] @ w_up[:, :, ki, kj].T``, ``wb = w_fuse[:, Cs:]``, ``bias = w_fuse[:, :Cs] @ b_up``.
+
+    Args:
+        w_up: [Clow, Cs, 2, 2] (``ConvTranspose2d.weight``, layout [in, out, kH, kW]), Clow in (62, 124), Cs = Clow / 2.
+        b_up: [Cs] (``ConvTranspose2d.bias``).
+        w_fuse: [Cs, Clow, 1, 1] or [Cs, Clow] (the 1x1 fuse ``Conv2d.weight``, input = cat([up, skip])).
+    """
+    import torch
+
+    for name, t in (("w_up", w_up), ("b_up", b_up), ("w_fuse", w_fuse)):
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point torch.Tensor")
+    if w_up.dim() != 4 or tuple(w_up.shape[2:]) != (2, 2) or w_up.shape[0] not in UPFUSE_CHANNELS \
+            or w_up.shape[1] * 2 != w_up.shape[0]:
+        raise ValueError(f"w_up must be [Clow, Clow / 2, 2, 2] with Clow in {UPFUSE_CHANNELS}, got {list(w_up.shape)}")
+    clow = int(w_up.shape[0])
+    cs = clow // 2
+    if tuple(b_up.shape) != (cs,):
+        raise ValueError(f"b_up must have shape [{cs}], got {list(b_up.shape)}")
+    if tuple(w_fuse.shape) not in ((cs, clow, 1, 1), (cs, clow)):
+        raise ValueError(f"w_fuse must have shape [{cs}, {clow}, 1, 1] or [{cs}, {clow}], got {list(w_fuse.shape)}")
+    device = w_up.device
+    wu = w_up.detach().to(dtype=torch.float64)
+    wf = w_fuse.detach().to(device=device, dtype=torch.float64).reshape(cs, clow)
+    bu = b_up.detach().to(device=device, dtype=torch.float64)
+    wf_up, wf_skip = wf[:, :cs], wf[:, cs:]
+    wa = torch.stack([wf_up @ wu[:, :, ki, kj].T for ki in range(2) for kj in range(2)])
+    return UpfuseWeights(wa.float().contiguous(), wf_skip.float().contiguous(), (wf_up @ bu).float().contiguous())
+
+
+def upfuse_nchw(low: "torch.Tensor", skip: "torch.Tensor", w_up: "Optional[torch.Tensor]" = None,
+                b_up: "Optional[torch.Tensor]" = None, w_fuse: "Optional[torch.Tensor]" = None,
+                folded: "Optional[UpfuseWeights]" = None) -> "torch.Tensor":
+    """MST++ decoder step, fused: ``Conv1x1(cat([ConvTranspose2d(low), skip], dim=1))`` without the concat.
+
+    Both ops are linear, so the kernel applies the folded map (fold_upfuse) per output pixel:
+    ``y(p) = wa[p mod 2] . low(p / 2) + wb . skip(p) + bias``, float32 FMA for every dtype, y rounded once. Pass
+    either the raw weights (folded on every call: a few small float64 ops) or ``folded=fold_upfuse(...)`` (fold
+    once, e.g. when the model is set up).
+
+    Args:
+        low: [B, Clow, Hl, Wl] contiguous CUDA tensor, float32/float16/bfloat16, Clow in (62, 124).
+        skip: [B, Clow / 2, 2 Hl, 2 Wl], contiguous, low's dtype and device.
+        w_up, b_up, w_fuse: ``ConvTranspose2d(Clow, Clow / 2, 2, 2).weight / .bias`` and the fuse
+            ``Conv2d(Clow, Clow / 2, 1, bias=False).weight`` (see fold_upfuse), or None with ``folded``.
+        folded: the result of fold_upfuse for these weights (moved to low's device if needed).
+
+    Returns:
+        [B, Clow / 2, 2 Hl, 2 Wl], low's dtype.
+    """
+    import torch
+
+    if not isinstance(low, torch.Tensor):
+        raise ValueError(f"low must be a torch.Tensor, got {type(low).__name__}")
+    dtype = _dtype_code(low, "low")
+    if low.dim() != 4 or low.shape[1] not in UPFUSE_CHANNELS:
+        raise ValueError(f"low must be [B, Clow, H, W] with Clow in {UPFUSE_CHANNELS}, got {tuple(low.shape)}")
+    batch, clow, height, width = low.shape
+    out_shape = (batch, clow // 2, 2 * height, 2 * width)
+    _check_glue_tensor(skip, "skip", low, out_shape)
+    if folded is None:
+        if w_up is None or b_up is None or w_fuse is None:
+            raise ValueError("pass w_up, b_up and w_fuse, or folded=fold_upfuse(w_up, b_up, w_fuse)")
+        folded = fold_upfuse(w_up, b_up, w_fuse)
+    elif not isinstance(folded, UpfuseWeights):
+        raise ValueError(f"folded must come from fold_upfuse, got {type(folded).__name__}")
+    if folded.low_channels != clow:
+        raise ValueError(f"the weights are for Clow={folded.low_channels}, low has {clow} channels")
+    _check_input(low, "low", 4)  # device and layout last: the argument errors above need no GPU
+    _check_input(skip, "skip", 4)
+    if skip.device != low.device:
+        raise ValueError(f"skip must be on {low.device}, got {skip.device}")
+    wa, wb, bias = (t.to(device=low.device, dtype=torch.float32).contiguous()
+                    for t in (folded.wa, folded.wb, folded.bias))
+    y = torch.empty(out_shape, dtype=low.dtype, device=low.device)
+    lib = _load()
+    with torch.cuda.device(low.device):
+        code = lib.mstpp_upfuse_nchw(low.data_ptr(), skip.data_ptr(), y.data_ptr(), wa.data_ptr(), wb.data_ptr(),
+                                     bias.data_ptr(), batch, clow, height, width, dtype, _stream(low))
+    _raise_on_error(lib, code, "mstpp_upfuse_nchw")
     return y

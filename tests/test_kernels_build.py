@@ -26,6 +26,8 @@ EXPORTED = [
     "mstpp_ffn_nchw",
     "mstpp_msa_workspace_size",
     "mstpp_msa_nchw",
+    "mstpp_conv_nchw",
+    "mstpp_upfuse_nchw",
 ]
 
 #: What the dynamic-registration plugin library exports besides the kernels' C ABI (the static one: nothing).

@@ -10,6 +10,10 @@ Shapes are MST++'s at batch 1 and a 512x488 (padded) input, HW = 249,856:
                    at the three levels ([1, C, H/2^l, W/2^l], C = 31 * 2^l) and at batch 16 for C = 31
   MSA              the fused spectral attention (mstpp_msa_nchw) against PyTorch eager SpectralMSA(x) + x, same
                    shapes; bandwidth counts its minimum traffic: x read twice (Gram pass, fused pass), y written once
+  GLUE             the glue convolutions (mstpp_conv_nchw: conv_in 3->31, 31->31 3x3 with and without residual,
+                   4x4/s2 31->62 and 62->124) against F.conv2d (cuDNN, NCHW), and the decoder step
+                   (mstpp_upfuse_nchw, Clow 124 and 62, folded weights) against ConvTranspose2d -> cat -> 1x1 conv;
+                   GFLOP/s count the useful MACs (2 * Cout * Cin * k^2 per output pixel)
 Each case runs in float32 (TF32 off) and float16. Timing: CUDA-graph replays of back-to-back calls (no launch overhead), median of
 --runs replays, inputs rotated over enough buffers that the working set exceeds the L2 cache (a cache-resident
 input would flatter every kernel). Bandwidth counts the minimum traffic: every input element read once,
@@ -35,7 +39,7 @@ from typing import Callable, Dict, List
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 TARGETS = {"layernorm": 0.70, "gelu": 0.80, "l2norm": 0.60}  # fraction of copy bandwidth, from the issue
-OPS = ("layernorm", "l2norm", "gelu", "ffn", "msa")
+OPS = ("layernorm", "l2norm", "gelu", "ffn", "msa", "glue")
 LAYERNORM_SPEEDUP_TARGET = 20.0
 
 
@@ -316,6 +320,84 @@ def run_msa_cases(torch, kernels, args, timer: Timer, copy_gbs: float, l2_bytes:
     return results
 
 
+def run_glue_cases(torch, kernels, args, timer: Timer, copy_gbs: float, l2_bytes: int) -> List[Dict]:
+    """mstpp_conv_nchw against F.conv2d (cuDNN, TF32 off) and mstpp_upfuse_nchw against the unfused decoder step."""
+    import torch.nn.functional as F
+
+    h, w = args.height, args.width
+    # (name, Cin, Cout, k, stride, H, W, residual)
+    convs = [("conv_in 3->31", 3, 31, 3, 1, h, w, False), ("3x3 31->31", 31, 31, 3, 1, h, w, False),
+             ("3x3 31->31 +res", 31, 31, 3, 1, h, w, True), ("down 31->62", 31, 62, 4, 2, h, w, False),
+             ("down 62->124", 62, 124, 4, 2, h // 2, w // 2, False)]
+    results = []
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        elem = torch.tensor([], dtype=dtype).element_size()
+        for name, cin, cout, ksize, stride, height, width, with_res in convs:
+            torch.manual_seed(cin + cout)
+            weight = torch.randn(cout, cin, ksize, ksize, device="cuda") / math.sqrt(cin * ksize * ksize)
+            weight_t = weight.to(dtype)
+            out_h, out_w = (height + 2 - ksize) // stride + 1, (width + 2 - ksize) // stride + 1
+            shape_in, shape_out = (1, cin, height, width), (1, cout, out_h, out_w)
+            moved = (math.prod(shape_in) + math.prod(shape_out) * (2 if with_res else 1)) * elem
+
+            def make_inputs(shape_in=shape_in, shape_out=shape_out, with_res=with_res, dtype=dtype):
+                res = torch.randn(shape_out, device="cuda").to(dtype) if with_res else None
+                return torch.randn(shape_in, device="cuda").to(dtype), res
+
+            def ours(x, res, weight=weight, stride=stride):
+                return kernels.conv_nchw(x, weight, stride, 1, residual=res)
+
+            @torch.no_grad()
+            def theirs(x, res, weight_t=weight_t, stride=stride):
+                y = F.conv2d(x, weight_t, stride=stride, padding=1)
+                return y if res is None else y + res
+
+            ours_ms, theirs_ms, n_sets = time_pair(timer, ours, theirs, make_inputs, moved, l2_bytes)
+            flops = 2 * math.prod(shape_out) * cin * ksize * ksize
+            results.append({"op": "conv", "case": name, "dtype": str(dtype).replace("torch.", ""),
+                            "shape": list(shape_in), "bytes_moved": moved, "buffers": n_sets, "ms": ours_ms,
+                            "gb_per_s": moved / ours_ms / 1e6, "torch_ms": theirs_ms, "speedup": theirs_ms / ours_ms,
+                            "flops": flops, "gflop_per_s": flops / ours_ms / 1e6,
+                            "fraction_of_copy": moved / ours_ms / 1e6 / copy_gbs})
+        for clow, height, width in ((124, h // 4, w // 4), (62, h // 2, w // 2)):
+            cs = clow // 2
+            torch.manual_seed(clow)
+            up = torch.nn.ConvTranspose2d(clow, cs, 2, 2).cuda().eval()
+            fuse = torch.nn.Conv2d(clow, cs, 1, bias=False).cuda().eval()
+            folded = kernels.fold_upfuse(up.weight, up.bias, fuse.weight)
+            up_t, fuse_t = up.to(dtype), fuse.to(dtype)
+            shape_low, shape_out = (1, clow, height, width), (1, cs, 2 * height, 2 * width)
+            moved = (math.prod(shape_low) + 2 * math.prod(shape_out)) * elem
+
+            def make_inputs(shape_low=shape_low, shape_out=shape_out, dtype=dtype):
+                return torch.randn(shape_low, device="cuda").to(dtype), torch.randn(shape_out, device="cuda").to(dtype)
+
+            def ours(low, skip, folded=folded):
+                return kernels.upfuse_nchw(low, skip, folded=folded)
+
+            @torch.no_grad()
+            def theirs(low, skip, up_t=up_t, fuse_t=fuse_t):
+                return fuse_t(torch.cat([up_t(low), skip], dim=1))
+
+            ours_ms, theirs_ms, n_sets = time_pair(timer, ours, theirs, make_inputs, moved, l2_bytes)
+            flops = 2 * math.prod(shape_out) * (clow + cs) * cs  # folded form: Clow + Cs MACs per output channel
+            results.append({"op": "upfuse", "case": f"upfuse Clow={clow}", "dtype": str(dtype).replace("torch.", ""),
+                            "shape": list(shape_low), "bytes_moved": moved, "buffers": n_sets, "ms": ours_ms,
+                            "gb_per_s": moved / ours_ms / 1e6, "torch_ms": theirs_ms, "speedup": theirs_ms / ours_ms,
+                            "flops": flops, "gflop_per_s": flops / ours_ms / 1e6,
+                            "fraction_of_copy": moved / ours_ms / 1e6 / copy_gbs})
+    return results
+
+
+def print_glue_table(rows: List[Dict]) -> None:
+    header = f"{'glue case':<26}{'dtype':<9}{'ms':>9}{'GB/s':>8}{'GFLOP/s':>9}{'torch ms':>10}{'speedup':>9}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['case']:<26}{r['dtype']:<9}{r['ms']:>9.4f}{r['gb_per_s']:>8.0f}{r['gflop_per_s']:>9.0f}"
+              f"{r['torch_ms']:>10.4f}{r['speedup']:>8.1f}x")
+
+
 def print_msa_table(rows: List[Dict]) -> None:
     header = f"{'msa case':<26}{'dtype':<9}{'ms':>9}{'GB/s':>8}{'%copy':>7}{'torch ms':>10}{'speedup':>9}"
     print(header)
@@ -363,6 +445,7 @@ def main(argv=None) -> int:
     rows = run_cases(torch, kernels, args, timer, copy["gb_per_s"], l2_bytes)
     ffn_rows = run_ffn_cases(torch, kernels, args, timer, copy["gb_per_s"], l2_bytes) if "ffn" in args.ops else []
     msa_rows = run_msa_cases(torch, kernels, args, timer, copy["gb_per_s"], l2_bytes) if "msa" in args.ops else []
+    glue_rows = run_glue_cases(torch, kernels, args, timer, copy["gb_per_s"], l2_bytes) if "glue" in args.ops else []
     print_table(copy, rows)
     if ffn_rows:
         print()
@@ -370,13 +453,16 @@ def main(argv=None) -> int:
     if msa_rows:
         print()
         print_msa_table(msa_rows)
+    if glue_rows:
+        print()
+        print_glue_table(glue_rows)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         result = {"environment": env, "protocol": {"runs": args.runs, "warmup": args.warmup, "statistic": "median",
                                                    "timing": "CUDA-graph replays of >= 10 calls over rotating buffers (> 3x L2), CUDA events, per call",
                                                    "height": args.height, "width": args.width},
                   "ops": args.ops, "copy_bandwidth": copy, "results": rows, "ffn_results": ffn_rows,
-                  "msa_results": msa_rows}
+                  "msa_results": msa_rows, "glue_results": glue_rows}
         args.out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.out}")
     return 0

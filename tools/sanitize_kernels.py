@@ -47,6 +47,24 @@ def main() -> int:
                       torch.randn(channels, 3, 3, device=dev) / 3)
             for shape in ((1, channels, 1, 1), (2, channels, 5, 6), (2, channels, 17, 23), (1, channels, 97, 131)):
                 kernels.msa_nchw(torch.randn(*shape, device=dev).to(dtype), *params)
+        # glue convolutions: partial tiles, 1-pixel images, batch, residual, both kernels of each geometry
+        for cin in (3, 31, 62):
+            for cout in (31, 62, 124):
+                for ksize, stride in ((3, 1), (4, 2)):
+                    w = torch.randn(cout, cin, ksize, ksize, device=dev) / (cin * ksize * ksize) ** 0.5
+                    for shape in ((2, cin, 17, 37), (1, cin, 1, 1), (1, cin, 2, 45)):
+                        if ksize == 4 and min(shape[2:]) < 2:
+                            continue
+                        x = torch.randn(*shape, device=dev).to(dtype)
+                        y = kernels.conv_nchw(x, w, stride, 1)
+                        kernels.conv_nchw(x, w, stride, 1, residual=torch.randn_like(y))
+        for clow in (62, 124):  # decoder upsample + fuse
+            folded = kernels.fold_upfuse(torch.randn(clow, clow // 2, 2, 2, device=dev),
+                                         torch.randn(clow // 2, device=dev), torch.randn(clow // 2, clow, device=dev))
+            for batch, height, width in ((2, 9, 13), (1, 1, 1), (1, 33, 5)):
+                low = torch.randn(batch, clow, height, width, device=dev).to(dtype)
+                skip = torch.randn(batch, clow // 2, 2 * height, 2 * width, device=dev).to(dtype)
+                kernels.upfuse_nchw(low, skip, folded=folded)
     torch.cuda.synchronize()
     print("sanitize_kernels: all kernels ran")
     return 0

@@ -51,9 +51,11 @@ extern "C" const char* mstpp_error_string(int code)
     case MSTPP_ERR_BAD_SHAPE: return "bad shape: a size is negative or the problem is too large for one launch";
     case MSTPP_ERR_BAD_DTYPE: return "unsupported dtype (0 = float32, 1 = float16, 2 = bfloat16)";
     case MSTPP_ERR_UNSUPPORTED_WIDTH:
-        return "unsupported channel count (LayerNorm: [1, 1024]; FFN and MSA: 31, 62 or 124)";
+        return "unsupported channel count (LayerNorm: [1, 1024]; FFN and MSA: 31, 62 or 124; conv: Cin 3, 31 or 62 and "
+               "Cout 31, 62 or 124; upfuse: Clow 62 or 124)";
     case MSTPP_ERR_BAD_EPS: return "eps must be finite and >= 0";
     case MSTPP_ERR_OVERLAP: return "x and y (or the workspace) overlap (this kernel cannot work in place)";
+    case MSTPP_ERR_UNSUPPORTED_CONV: return "unsupported convolution: (ksize, stride, pad) must be (3, 1, 1) or (4, 2, 1)";
     default: break;
     }
     if (code > 0)

@@ -786,45 +786,10 @@ using FfnTc31 = FfnTcConfig<31, 12, 16, 6, 16>;
 using FfnTc62 = FfnTcConfig<62, 8, 16, 8, 16>;
 using FfnTc124 = FfnTcConfig<124, 8, 8, 4, 8>;
 
-// Two floats -> one 32-bit register of two 16-bit values (the low half holds `lo`, the lower k or n index).
-template <typename T>
-__device__ __forceinline__ uint32_t pack_pair(float lo, float hi);
-template <>
-__device__ __forceinline__ uint32_t pack_pair<__half>(float lo, float hi)
-{
-    __half2 const h = __floats2half2_rn(lo, hi);
-    uint32_t u;
-    memcpy(&u, &h, 4);
-    return u;
-}
-template <>
-__device__ __forceinline__ uint32_t pack_pair<__nv_bfloat16>(float lo, float hi)
-{
-    __nv_bfloat162 const h = __floats2bfloat162_rn(lo, hi);
-    uint32_t u;
-    memcpy(&u, &h, 4);
-    return u;
-}
-
-// Four 8x8 16-bit matrices from shared memory; lane l supplies the address of row l % 8 of matrix l / 8, and
-// register i receives matrix i (lane l: row l / 4, elements 2 (l % 4), 2 (l % 4) + 1; with .trans: column l / 4,
-// rows 2 (l % 4), 2 (l % 4) + 1).
-__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], void const* p)
-{
-    unsigned const a = static_cast<unsigned>(__cvta_generic_to_shared(p));
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a)
-                 : "memory");
-}
-__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], void const* p)
-{
-    unsigned const a = static_cast<unsigned>(__cvta_generic_to_shared(p));
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a)
-                 : "memory");
-}
+// Shared with conv.cu (mma16.cuh).
+using mma16::ldsm_x4;
+using mma16::ldsm_x4_trans;
+using mma16::pack_pair;
 
 __device__ __forceinline__ float rcp_approx(float v)
 {

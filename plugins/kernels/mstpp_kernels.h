@@ -1,7 +1,8 @@
 /*
  * C ABI of the MST++ CUDA kernels: LayerNorm over channels, L2 normalisation along the last dim, exact GELU, the
- * fused feed-forward block (LN -> 1x1 -> GELU -> depthwise 3x3 -> GELU -> 1x1 -> + x), and the fused spectral-wise
- * self-attention with its residual (x + SpectralMSA(x)).
+ * fused feed-forward block (LN -> 1x1 -> GELU -> depthwise 3x3 -> GELU -> 1x1 -> + x), the fused spectral-wise
+ * self-attention with its residual (x + SpectralMSA(x)), and the "glue" convolutions between the blocks (3x3 and
+ * 4x4/s2 convolutions, and the decoder's transposed conv + concat + 1x1 fuse).
  *
  * Every function enqueues work on `stream` (a cudaStream_t passed as void*, NULL = legacy default stream) and
  * returns immediately. Return value: 0 on success, a negative MSTPP_ERR_* code for bad arguments (nothing is
@@ -40,10 +41,12 @@ enum mstpp_status
     MSTPP_ERR_BAD_SHAPE = -2,         /* a negative size, or a problem too large for the launch grid */
     MSTPP_ERR_BAD_DTYPE = -3,         /* dtype is not one of mstpp_dtype */
     MSTPP_ERR_UNSUPPORTED_WIDTH = -4, /* channel count not supported: LayerNorm [1, MSTPP_LAYERNORM_MAX_C],
-                                         FFN and MSA 31, 62 or 124 */
+                                         FFN and MSA 31, 62 or 124; conv Cin 3, 31, 62 and
+                                         Cout 31, 62, 124; upfuse Clow 62 or 124 */
     MSTPP_ERR_BAD_EPS = -5,           /* eps is negative or not finite */
-    MSTPP_ERR_OVERLAP = -6            /* y overlaps x where the kernel cannot work in place (FFN, MSA), or the
-                                         workspace overlaps x or y (MSA) */
+    MSTPP_ERR_OVERLAP = -6,           /* y overlaps x where the kernel cannot work in place (FFN, MSA, conv,
+                                         upfuse), or the workspace overlaps x or y (MSA) */
+    MSTPP_ERR_UNSUPPORTED_CONV = -7   /* convolution geometry other than (k3, s1, p1) and (k4, s2, p1) */
 };
 
 /* Largest channel count the LayerNorm kernels accept (31/62/124 have dedicated kernels, the rest a generic one). */
@@ -131,6 +134,38 @@ MSTPP_API size_t mstpp_msa_workspace_size(int64_t B, int C, int64_t H, int64_t W
 MSTPP_API int mstpp_msa_nchw(const void* x, void* y, const float* wq, const float* wk, const float* wv,
     const float* rescale, const float* wproj, const float* bproj, const float* wpos1, const float* wpos2, int64_t B,
     int C, int64_t H, int64_t W, int dtype, void* workspace, void* stream);
+
+/*
+ * 2-D convolution without bias, zero padding, on contiguous NCHW tensors, with an optional residual:
+ *   y[b, co, oy, ox] = sum_{ci, ky, kx} w[co, ci, ky, kx] x[b, ci, S oy - P + ky, S ox - P + kx] (+ residual[b, co, oy, ox])
+ * x: [B, Cin, H, W]; w: [Cout, Cin, k, k] float32 (PyTorch Conv2d layout); y and residual: [B, Cout, Ho, Wo] with
+ * Ho = (H + 2 pad - k) / stride + 1 (same for Wo). (ksize, stride, pad) must be (3, 1, 1) or (4, 2, 1)
+ * (MSTPP_ERR_UNSUPPORTED_CONV); Cin in {3, 31, 62}, Cout in {31, 62, 124} (MSTPP_ERR_UNSUPPORTED_WIDTH); H and W at
+ * least k - 2 pad (MSTPP_ERR_BAD_SHAPE otherwise, as PyTorch refuses an empty output); B = 0 does nothing.
+ * x, y and residual share `dtype`; residual may be NULL, or y itself (in-place accumulation), but may not partly
+ * overlap y. y must not overlap x or w (MSTPP_ERR_OVERLAP).
+ * Arithmetic: FP32 storage, and Cin = 3 for every dtype: float32 FMA (no TF32). FP16/BF16 storage with Cin = 31 or
+ * 62: tensor cores (mma.sync m16n8k16) with x as stored, w rounded to the storage type, float32 accumulation; y is
+ * rounded once, after the residual add. Deterministic. Uses up to 83 KB of shared memory per block (sm_80+).
+ */
+MSTPP_API int mstpp_conv_nchw(const void* x, void* y, const float* w, const void* residual, int64_t B, int Cin,
+    int64_t H, int64_t W, int Cout, int ksize, int stride, int pad, int dtype, void* stream);
+
+/*
+ * MST++ decoder step with folded weights, on contiguous NCHW tensors:
+ *   y = Conv1x1(cat([ConvTranspose2d(low; w_up [Clow, Cs, 2, 2], b_up [Cs], stride 2), skip], dim 1); w_fuse [Cs, Clow])
+ * with Cs = Clow / 2, computed as the equal linear map
+ *   y[b, :, p] = wa[2 (py % 2) + (px % 2)] . low[b, :, py / 2, px / 2] + wb . skip[b, :, p] + bias
+ * where (the fold, done by the caller, e.g. mstpp.kernels.fold_upfuse, once per set of weights):
+ *   wa[2 ki + kj] = w_fuse[:, :Cs] . w_up[:, :, ki, kj]^T   [4][Cs][Clow] float32
+ *   wb           = w_fuse[:, Cs:]                          [Cs][Cs] float32
+ *   bias         = w_fuse[:, :Cs] . b_up                   [Cs] float32
+ * low: [B, Clow, Hlow, Wlow]; skip and y: [B, Cs, 2 Hlow, 2 Wlow]; all three share `dtype`. Clow must be 62 or 124
+ * (MSTPP_ERR_UNSUPPORTED_WIDTH). Float32 FMA for every dtype (y rounded once). y must not overlap low or skip
+ * (MSTPP_ERR_OVERLAP). Deterministic.
+ */
+MSTPP_API int mstpp_upfuse_nchw(const void* low, const void* skip, void* y, const float* wa, const float* wb,
+    const float* bias, int64_t B, int Clow, int64_t Hlow, int64_t Wlow, int dtype, void* stream);
 
 #ifdef __cplusplus
 }
