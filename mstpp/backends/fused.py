@@ -1,12 +1,14 @@
-"""Fused-kernel route: MST++ with its blocks replaced, one by one, by our fused CUDA kernels.
+"""Fused-kernel route: MST++ with every part replaced by our fused CUDA kernels.
 
-Built so far, inside every MSAB:
-- the feed-forward half (LayerNorm -> 1x1 -> GELU -> depthwise 3x3 -> GELU -> 1x1 -> + x) as one kernel
-  (``mstpp.kernels.ffn_nchw``; the 4C hidden state never leaves the chip);
-- the spectral attention half (``x + SpectralMSA(x)``) as one Gram pass, a tiny per-image fold and one
-  halo-tile pass (``mstpp.kernels.msa_nchw``; q, k, v and the attention output never reach memory).
-Down/up-sampling, embedding and mapping still run as PyTorch eager at the route's dtype. ``describe()`` lists
-which parts are fused, so results say what was measured.
+- the feed-forward half of every MSAB (LayerNorm -> 1x1 -> GELU -> depthwise 3x3 -> GELU -> 1x1 -> + x) as one
+  kernel (``mstpp.kernels.ffn_nchw``; the 4C hidden state never leaves the chip);
+- the spectral attention half (``x + SpectralMSA(x)``) as one Gram pass, small per-image kernels and one
+  halo-tile pass (``mstpp.kernels.msa_nchw``; q, k, v and the attention output never reach memory);
+- the glue (``glue=True``, the default): the 3x3 convolutions (conv_in, embedding, mapping + residual, conv_out +
+  residual) and the 4x4 stride-2 down-sampling as direct NCHW convolutions (``mstpp.kernels.conv_nchw``), and each
+  decoder's 2x2 transposed convolution + concat + 1x1 fusion folded into one linear map per output pixel parity
+  (``mstpp.kernels.upfuse_nchw``). Only the reflect padding to a multiple of 8 and the final crop stay PyTorch.
+``describe()`` lists which parts are fused, so results say what was measured.
 
 By default the runner replays its forward as a CUDA graph, one per input shape: the forward launches ~150
 kernels, and at batch 1 the launch gaps between them are ~0.8 ms of a ~6.5 ms eager forward.
@@ -17,10 +19,11 @@ from collections import OrderedDict
 from typing import Any, Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from architecture import build_model
-from architecture.mst_plus_plus import MSAB
+from architecture.mst_plus_plus import MSAB, MST, pad_amounts
 
 from .. import kernels
 from .base import RouteUnavailable, Runner, require_cuda
@@ -30,6 +33,8 @@ _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 #: Which parts of the forward run on fused kernels (the rest is PyTorch eager).
 FUSED_PARTS = ("feed-forward blocks", "spectral attention blocks")
+GLUE_PARTS = ("3x3 convolutions (conv_in, embedding, mapping, conv_out, with their residuals)",
+              "4x4 stride-2 down-sampling", "2x2 up-sampling + concat + 1x1 fusion (folded)")
 
 #: Captured graphs kept per runner (each holds its own memory pool); the least recently used goes first.
 MAX_CACHED_GRAPHS = 4
@@ -97,6 +102,81 @@ def fuse_blocks(model: nn.Module) -> int:
     return count
 
 
+class FusedConv(nn.Module):
+    """A bias-free ``Conv2d`` (3x3 stride 1 or 4x4 stride 2, padding 1), optionally plus a residual, as one kernel."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        if conv.bias is not None or conv.groups != 1 or conv.dilation != (1, 1):
+            raise ValueError("FusedConv covers MST++'s bias-free, ungrouped, undilated convolutions only")
+        self.stride, self.padding = conv.stride[0], conv.padding[0]
+        self.register_buffer("weight", conv.weight.detach().float().contiguous())
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """x: [B, Cin, H, W] -> [B, Cout, H', W'] (+ residual of that shape), x's dtype."""
+        return kernels.conv_nchw(x, self.weight, self.stride, self.padding, residual=residual)
+
+
+class FusedUpFuse(nn.Module):
+    """``fusion(cat([up(low), skip]))`` of an MST++ decoder level as one kernel, with the two linear maps folded."""
+
+    def __init__(self, up: nn.ConvTranspose2d, fusion: nn.Conv2d) -> None:
+        super().__init__()
+        folded = kernels.fold_upfuse(up.weight.detach(), up.bias.detach(), fusion.weight.detach())
+        self.register_buffer("wa", folded.wa)
+        self.register_buffer("wb", folded.wb)
+        self.register_buffer("bias", folded.bias)
+
+    def forward(self, low: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """low: [B, 2C, H/2, W/2], skip: [B, C, H, W] -> [B, C, H, W]."""
+        return kernels.upfuse_nchw(low, skip, folded=kernels.UpfuseWeights(self.wa, self.wb, self.bias))
+
+
+class FusedMST(nn.Module):
+    """One MST stage with its MSABs already fused (``fuse_blocks``) and its convolutions as our kernels."""
+
+    def __init__(self, mst: MST) -> None:
+        super().__init__()
+        self.stage = mst.stage
+        self.embedding = FusedConv(mst.embedding)
+        self.encoder = nn.ModuleList(nn.ModuleList([msab, FusedConv(down)]) for msab, down in mst.encoder_layers)
+        self.bottleneck = mst.bottleneck
+        self.decoder = nn.ModuleList(nn.ModuleList([FusedUpFuse(up, fusion), msab])
+                                     for up, fusion, msab in mst.decoder_layers)
+        self.mapping = FusedConv(mst.mapping)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, 31, H, W], H and W multiples of 4 -> [B, 31, H, W] (``MST.forward``)."""
+        fea = self.embedding(x)
+        skips = []
+        for msab, down in self.encoder:
+            fea = msab(fea)
+            skips.append(fea)
+            fea = down(fea)
+        fea = self.bottleneck(fea)
+        for i, (upfuse, msab) in enumerate(self.decoder):
+            fea = msab(upfuse(fea, skips[self.stage - 1 - i]))
+        return self.mapping(fea, residual=x)
+
+
+class FusedMSTPlusPlus(nn.Module):
+    """``MST_Plus_Plus.forward`` from fused parts: reflect padding and the crop are the only PyTorch ops left."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.conv_in = FusedConv(model.conv_in)
+        self.body = nn.Sequential(*(FusedMST(stage) for stage in model.body))
+        self.conv_out = FusedConv(model.conv_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, 3, H, W] -> [B, 31, H, W]."""
+        h_inp, w_inp = x.shape[-2:]
+        pad_h, pad_w = pad_amounts(h_inp, w_inp)
+        x = F.pad(x, [0, pad_w, 0, pad_h], mode="reflect").contiguous()
+        x = self.conv_in(x)
+        return self.conv_out(self.body(x), residual=x)[:, :, :h_inp, :w_inp]
+
+
 class _GraphedForward:
     """One CUDA graph of ``forward`` for one input shape and dtype: a static input buffer, replayed in place."""
 
@@ -132,13 +212,14 @@ class FusedRunner(Runner):
         device: a CUDA device.
         cuda_graph: replay the forward as a CUDA graph captured on the first call with each input shape (the
             output is the same as eager; ``False`` launches every kernel from Python on each call).
+        glue: run the convolutions between the blocks as our kernels too (``False``: PyTorch eager/cuDNN).
     """
 
     #: ``run`` replays a CUDA graph itself, so a benchmark should not capture it again.
     replays_cuda_graph: bool = True
 
     def __init__(self, state_dict: Mapping[str, torch.Tensor], precision: str = "fp32",
-                 device: str = "cuda", cuda_graph: bool = True) -> None:
+                 device: str = "cuda", cuda_graph: bool = True, glue: bool = True) -> None:
         super().__init__(device)
         if precision not in _DTYPES:
             raise ValueError(f"precision must be one of {sorted(_DTYPES)}, got {precision!r}")
@@ -158,6 +239,9 @@ class FusedRunner(Runner):
         model.load_state_dict(state_dict, strict=True)
         model = model.eval()
         self.fused_blocks = fuse_blocks(model)  # copies the float32 weights the kernels use
+        self.glue = bool(glue)
+        if self.glue:
+            model = FusedMSTPlusPlus(model)
         # Only the PyTorch parts take the route's dtype (module.to(dtype) would cast the kernels' buffers too).
         for param in model.parameters():
             param.data = param.data.to(self.input_dtype)
@@ -192,9 +276,10 @@ class FusedRunner(Runner):
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         info.update(framework=f"torch {torch.__version__} + mstpp kernels", tf32=False,
-                    fused_parts=list(FUSED_PARTS), fused_msab=self.fused_blocks,
-                    cuda_graph=self.replays_cuda_graph,
-                    unfused="down/up-sampling, embedding/mapping: PyTorch eager")
+                    fused_parts=list(FUSED_PARTS + (GLUE_PARTS if self.glue else ())),
+                    fused_msab=self.fused_blocks, cuda_graph=self.replays_cuda_graph,
+                    unfused=("reflect padding to a multiple of 8 and the crop: PyTorch" if self.glue else
+                             "down/up-sampling, embedding/mapping: PyTorch eager"))
         return info
 
     def close(self) -> None:
