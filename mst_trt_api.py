@@ -5,8 +5,8 @@ Weights come from an .npz keyed by state-dict names (get_weights.py) or any chec
 accepts. The network is strongly typed: FP16 keeps the L2 sums of squares, LayerNorm statistics and
 softmax in FP32; INT8 adds Q/DQ to every convolution (ranges from calibrator.py). With
 --plugins ours, our CUDA plugins (MstLayerNorm, MstL2Norm, MstGelu) replace the native layers; with
---plugins fused, each MSAB feed-forward half (LayerNorm, FFN, residual add) is one MstFfn plugin layer
-(FP32/FP16 only).
+--plugins fused, each MSAB attention half (S-MSA with its residual add) is one MstMsa plugin layer and
+each feed-forward half (LayerNorm, FFN, residual add) one MstFfn plugin layer (FP32/FP16 only).
 
 Examples:
   python mst_trt_api.py --weight_path model/mstpp_weights.npz --mode FP16
@@ -38,8 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_engine_args(p, "build/mstpp_api_fp32.plan")
     p.add_argument("--plugins", choices=("none", "ours", "fused"), default="none",
                    help="none: native TensorRT layers; ours: our CUDA plugins for LayerNorm/L2Norm/GELU; "
-                        "fused: one MstFfn plugin per feed-forward block (LayerNorm+FFN+residual), native "
-                        "layers elsewhere (FP32/FP16, not INT8). Plugins need full TensorRT, not TensorRT-RTX")
+                        "fused: one MstMsa plugin per attention block (S-MSA+residual) and one MstFfn plugin "
+                        "per feed-forward block (LayerNorm+FFN+residual), native layers elsewhere (FP32/FP16, "
+                        "not INT8). Plugins need full TensorRT, not TensorRT-RTX")
     p.add_argument("--plugin-lib", type=Path, default=DEFAULT_PLUGIN_LIB,
                    help="plugin library for --plugins ours/fused (default plugins/build/libmstpp_plugins.so)")
     return p.parse_args(argv)
@@ -55,8 +56,8 @@ def main(argv=None) -> int:
     from mstpp.weights import resolve_weights
 
     if args.plugins == "fused" and args.mode == "INT8":
-        raise UserError("--plugins fused is not available with --mode INT8 (the MstFfn plugin has no INT8 "
-                        "path); use --plugins none or ours for INT8, or FP16/FP32 with fused")
+        raise UserError("--plugins fused is not available with --mode INT8 (the MstMsa and MstFfn plugins have "
+                        "no INT8 path); use --plugins none or ours for INT8, or FP16/FP32 with fused")
     info = detect(None if args.trt == "auto" else args.trt)
     print(f"using {info.summary}")
     state, source = resolve_weights(args.weights)

@@ -2,8 +2,8 @@
 
 With ``TENSORRT_ROOT`` set (a directory with ``include/NvInfer.h``; headers alone are enough for the compile
 check), the TensorRT plugin sources are compiled too; with ``lib/libnvinfer.so`` there as well, both plugin
-libraries are linked, their exports checked, and ``tests/plugin_check.cpp`` exercises the creators and MstFfn
-on the host (no GPU needed).
+libraries are linked, their exports checked, and ``tests/plugin_check.cpp`` exercises the creators and the
+fused-block plugins MstFfn and MstMsa on the host (no GPU needed).
 """
 from __future__ import annotations
 
@@ -159,7 +159,7 @@ def test_plugin_libraries_export_sets(plugin_libs: Path):
 @requires_make
 @requires_nvcc
 @requires_libnvinfer
-def test_plugin_creators_and_ffn_checks_on_host(plugin_libs: Path, tmp_path: Path):
+def test_plugin_creators_and_block_plugin_checks_on_host(plugin_libs: Path, tmp_path: Path):
     # nvcc only as the host compiler driver: it knows where cuda_runtime_api.h (included by NvInfer.h) lives.
     exe = tmp_path / "plugin_check"
     build = subprocess.run(["nvcc", "-std=c++17", "-Xcompiler", "-Wall,-Wextra", "-isystem",

@@ -467,6 +467,13 @@ def test_msa_workspace_size_without_gpu():
         big = size(1, channels, 4096, 4096)
         assert 0 < big < 16 << 20
         assert size(4, channels, 4096, 4096) <= 4 * big
+    # Non-decreasing in B, H and W (TensorRT sizes MstMsa's workspace for the profile's max shape), also where the
+    # Gram pass switches to fewer, longer pixel ranges per image (N = 65536 / 32768 / 8192 for C = 31 / 62 / 124).
+    for channels, knee in ((31, 65536), (62, 32768), (124, 8192)):
+        sizes = [size(1, channels, 1, n) for n in range(knee - 200, knee + 700)]
+        assert all(a <= b for a, b in zip(sizes, sizes[1:]))
+        assert size(1, channels, 1, knee) <= size(1, channels, 1, knee + 1) <= size(2, channels, 1, knee + 1)
+        assert size(1, channels, 256, 256) <= size(1, channels, 256, 257) <= size(1, channels, 257, 257)
     # MST++ level sizes of a 512x488 input: a few MB at most.
     assert size(1, 31, 512, 488) < 2 << 20
     assert size(1, 62, 256, 244) < 4 << 20

@@ -58,45 +58,50 @@ def _layer_kinds(net) -> list[str]:
     return [type(net.get_layer(i)).__name__ for i in range(net.num_layers)]
 
 
-def _ffn_plugin_layers(net) -> list:
+def _plugin_layers(net, name: str) -> list:
     return [net.get_layer(i) for i in range(net.num_layers)
-            if type(net.get_layer(i)).__name__ == "PluginV3Layer" and net.get_layer(i).plugin.plugin_name == "MstFfn"]
+            if type(net.get_layer(i)).__name__ == "PluginV3Layer" and net.get_layer(i).plugin.plugin_name == name]
 
 
-@pytest.mark.parametrize("shape,case", [((1, 3, 64, 64), 0), ((-1, 3, -1, -1), 1)], ids=["static-64", "dynamic"])
-def test_fused_ffn_plugin_path_matches(weights, golden, shape, case):
+@pytest.mark.parametrize("shape,case", [((1, 3, 64, 64), 0), ((1, 3, 60, 52), 1), ((-1, 3, -1, -1), 1)],
+                         ids=["static-64", "static-60x52-padded", "dynamic"])
+def test_fused_plugin_path_matches(weights, golden, shape, case):
     net, out = _run_reference(weights, shape, golden[f"input_{case}"], plugins="fused")
     assert np.abs(out - golden[f"output_{case}"]).max() <= 1e-4
-    # One MstFfn per MSAB (15 in MST++), fed by the attention residual and replacing LN + FFN + residual add;
-    # everything else is native (no other plugin, the S-MSA LayerNorm-free path unchanged).
+    # Per MSAB (15 in MST++) one MstMsa (x + S-MSA(x)) then one MstFfn (x + FFN(LN(x))), alternating in network
+    # order; no other plugin, and none of the native attention/LayerNorm layers is left.
     msabs = len({k.rsplit(".blocks.0.1.", 1)[0] for k in weights if ".blocks.0.1.norm.weight" in k})
-    ffns = _ffn_plugin_layers(net)
-    assert len(ffns) == msabs == 15
-    assert [layer.get_input(0).dtype for layer in ffns] == [ref_trt.float32] * msabs
-    assert all(layer.plugin.plugin_name == "MstFfn" for layer in (net.get_layer(i) for i in range(net.num_layers))
-               if type(layer).__name__ == "PluginV3Layer")
-    assert "NormalizationLayer" not in _layer_kinds(net)
+    msas, ffns = _plugin_layers(net, "MstMsa"), _plugin_layers(net, "MstFfn")
+    assert len(msas) == len(ffns) == msabs == 15
+    plugins = [layer.plugin.plugin_name for layer in (net.get_layer(i) for i in range(net.num_layers))
+               if type(layer).__name__ == "PluginV3Layer"]
+    assert plugins == ["MstMsa", "MstFfn"] * msabs
+    assert [layer.get_input(0).dtype for layer in msas + ffns] == [ref_trt.float32] * (2 * msabs)
+    kinds = _layer_kinds(net)
+    for native in ("NormalizationLayer", "SoftMaxLayer", "MatrixMultiplyLayer", "ReduceLayer"):
+        assert native not in kinds, native
+    # Each MstFfn consumes the MstMsa output directly: the attention residual is inside the plugin.
+    assert [layer.get_input(0) for layer in ffns] == [layer.get_output(0) for layer in msas]
     _, none = _run_reference(weights, shape, golden[f"input_{case}"])
     assert np.abs(out - none).max() <= 1e-4
 
 
-def test_fused_ffn_plugin_fp16_runs_in_half(weights, golden):
+def test_fused_plugins_fp16_run_in_half(weights, golden):
     net, out = _run_reference(weights, (1, 3, 64, 64), golden["input_0"], precision="fp16", plugins="fused")
     err = np.abs(out - golden["output_0"])
-    print(f"\nnetwork-API FP16 + MstFfn vs golden: mean abs {err.mean():.2e}, max abs {err.max():.2e}")
+    print(f"\nnetwork-API FP16 + MstMsa/MstFfn vs golden: mean abs {err.mean():.2e}, max abs {err.max():.2e}")
     assert np.isfinite(out).all() and err.mean() <= 2e-3
-    ffns = _ffn_plugin_layers(net)
-    assert ffns and {layer.get_input(0).dtype for layer in ffns} == {ref_trt.float16}
-    assert {layer.get_output(0).dtype for layer in ffns} == {ref_trt.float16}
-    # The rest of the FP16 rules hold: attention softmax and L2 sums stay FP32, convolutions FP16.
+    layers = _plugin_layers(net, "MstMsa") + _plugin_layers(net, "MstFfn")
+    assert len(layers) == 30 and {layer.get_input(0).dtype for layer in layers} == {ref_trt.float16}
+    assert {layer.get_output(0).dtype for layer in layers} == {ref_trt.float16}
+    # The remaining native layers follow the FP16 rules: convolutions FP16; no attention or LayerNorm is left.
     kinds = {}
     for i in range(net.num_layers):
         layer = net.get_layer(i)
         if layer.num_inputs:
             kinds.setdefault(type(layer).__name__, set()).add(layer.get_input(0).dtype)
-    assert kinds["SoftMaxLayer"] == {ref_trt.float32} and kinds["ReduceLayer"] == {ref_trt.float32}
     assert kinds["ConvolutionLayer"] == {ref_trt.float16}
-    assert "NormalizationLayer" not in kinds
+    assert not {"NormalizationLayer", "SoftMaxLayer", "ReduceLayer"} & set(kinds)
 
 
 def test_fused_ffn_plugin_is_refused_for_int8(weights):

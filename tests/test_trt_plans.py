@@ -73,8 +73,8 @@ def test_fused_plugins_with_int8_are_refused_in_one_line(tmp_path, golden_dir):
                       "--mode", "INT8", "--plan_path", str(tmp_path / "p.plan"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [
-        "error: --plugins fused is not available with --mode INT8 (the MstFfn plugin has no INT8 path); "
-        "use --plugins none or ours for INT8, or FP16/FP32 with fused"]
+        "error: --plugins fused is not available with --mode INT8 (the MstMsa and MstFfn plugins have no INT8 "
+        "path); use --plugins none or ours for INT8, or FP16/FP32 with fused"]
 
 
 def test_rtx_plan_record_contents(tmp_path, golden_dir):

@@ -651,6 +651,82 @@ def test_plugin_mst_ffn_field_validation() -> None:
         net.add_plugin_v3([net.add_input("c", T.int32, (1, 31, 8, 8))], [], plugin)
 
 
+def msa_fields(c: int, scale: float = 0.2) -> dict[str, np.ndarray]:
+    heads = max(c // 31, 1)
+    return {"wq": rand(c, c) * scale, "wk": rand(c, c) * scale, "wv": rand(c, c) * scale,
+            "rescale": np.abs(rand(heads)) + 0.5, "wproj": rand(c, c) * scale, "bproj": rand(c),
+            "wpos1": rand(c, 3, 3) * scale, "wpos2": rand(c, 3, 3) * scale}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("c", [31, 62, 124])
+def test_plugin_mst_msa_matches_the_pytorch_block(c: int, dtype: type) -> None:
+    from architecture.mst_plus_plus import HEAD_DIM, SpectralMSA
+
+    fields = msa_fields(c)
+    block = SpectralMSA(c, HEAD_DIM, c // HEAD_DIM).eval()
+    with torch.no_grad():
+        for key, param in (("wq", block.to_q.weight), ("wk", block.to_k.weight), ("wv", block.to_v.weight),
+                           ("rescale", block.rescale), ("wproj", block.proj.weight), ("bproj", block.proj.bias),
+                           ("wpos1", block.pos_emb[0].weight), ("wpos2", block.pos_emb[2].weight)):
+            param.copy_(torch.from_numpy(fields[key]).view(param.shape))
+    x = rand(2, c, 5, 7, dtype=dtype)  # odd H, W: the zero padding of the depthwise convs shows at every edge
+    plugin = make_plugin("MstMsa", **fields)
+    net = ref.create_reference_network()
+    trt_dtype = T.float32 if dtype == np.float32 else T.float16
+    layer = net.add_plugin_v3([net.add_input("x", trt_dtype, (-1, c, -1, -1))], [], plugin)
+    assert layer.get_output(0).shape == (-1, c, -1, -1) and layer.get_output(0).dtype == trt_dtype
+    got = run_one(net, layer.get_output(0), x=x)
+    x32 = torch.from_numpy(x).float()
+    with torch.no_grad():
+        expected = (x32 + block(x32)).to(got.dtype)
+    assert got.dtype == torch.from_numpy(x).dtype
+    torch.testing.assert_close(got, expected, **({"rtol": 1e-5, "atol": 1e-5} if dtype == np.float32
+                                                 else {"rtol": 1e-3, "atol": 4e-3}))
+
+
+def test_plugin_mst_msa_field_validation() -> None:
+    good = msa_fields(31)
+    creator = T.get_plugin_registry().get_creator("MstMsa", ref.PLUGIN_VERSION, ref.PLUGIN_NAMESPACE)
+    assert creator is not None and creator.plugin_version == "1" and creator.plugin_namespace == ""
+    assert [f.name for f in creator.field_names] == ["wq", "wk", "wv", "rescale", "wproj", "bproj", "wpos1", "wpos2"]
+    assert {f.type for f in creator.field_names} == {T.PluginFieldType.FLOAT32}
+    for c in (31, 62, 124):
+        assert make_plugin("MstMsa", **msa_fields(c)).channels == c
+    for c in (30, 32, 64, 93):
+        with pytest.raises(ValueError, match=f"MstMsa: C \\(the length of bproj\\) must be 31, 62 or 124, got {c}"):
+            make_plugin("MstMsa", **msa_fields(c))
+    for key, formula, n in (("wq", "C\\*C", 961), ("wk", "C\\*C", 961), ("wv", "C\\*C", 961),
+                            ("rescale", "C/31", 1), ("wproj", "C\\*C", 961), ("wpos1", "C\\*9", 279),
+                            ("wpos2", "C\\*9", 279)):
+        bad = dict(good, **{key: rand(n + 1)})
+        with pytest.raises(ValueError, match=f"field '{key}' must hold {formula} = {n} values for C = 31, got {n + 1}"):
+            make_plugin("MstMsa", **bad)
+    with pytest.raises(ValueError, match="field 'rescale' must hold C/31 = 4 values for C = 124, got 1"):
+        make_plugin("MstMsa", **dict(msa_fields(124), rescale=rand(1)))
+    for key in good:
+        with pytest.raises(ValueError, match=f"missing field.*'{key}'"):
+            make_plugin("MstMsa", **{k: v for k, v in good.items() if k != key})
+    with pytest.raises(ValueError, match="unknown plugin field 'epsilon'"):  # the attention has no epsilon field
+        make_plugin("MstMsa", epsilon=np.array([1e-5], np.float32), **good)
+    with pytest.raises(ValueError, match="'bproj' is empty"):
+        make_plugin("MstMsa", **dict(good, bproj=np.zeros(0, np.float32)))
+    fields = [T.PluginField(k, v, T.PluginFieldType.FLOAT32) for k, v in good.items() if k != "wv"]
+    with pytest.raises(TypeError, match="'wv' must be FLOAT32 data of numpy float32"):  # float64 labelled FLOAT32
+        creator.create_plugin("x", T.PluginFieldCollection(
+            fields + [T.PluginField("wv", good["wv"].astype(np.float64), T.PluginFieldType.FLOAT32)]),
+            T.TensorRTPhase.BUILD)
+    # Build-time checks: 4-D NCHW with C channels, FLOAT or HALF.
+    plugin = make_plugin("MstMsa", **good)
+    net = ref.create_reference_network()
+    with pytest.raises(ValueError, match="MstMsa needs a 4-D NCHW x with 31 channels"):
+        net.add_plugin_v3([net.add_input("a", T.float32, (1, 62, 8, 8))], [], plugin).get_output(0).shape
+    with pytest.raises(ValueError, match="MstMsa needs a 4-D NCHW x with 31 channels"):
+        net.add_plugin_v3([net.add_input("b", T.float32, (31, 8, 8))], [], plugin).get_output(0).shape
+    with pytest.raises(TypeError, match="INT32"):
+        net.add_plugin_v3([net.add_input("c", T.int32, (1, 31, 8, 8))], [], plugin)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Rejections (what TensorRT's builder refuses)
 # ----------------------------------------------------------------------------------------------------------------

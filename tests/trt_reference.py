@@ -58,11 +58,12 @@ build-time shapes/dtypes/defaults it reported. The RTX builder cannot *run* engi
 * **[docs, not rtx]** The quantize/dequantize scale must come from a subgraph of constants ("The subgraph
   which terminates with the scale tensor must be a build-time constant", ``IQuantizeLayer`` docstring).
   The RTX builder did *not* reject a scale fed by a network input, so this check is stricter than RTX.
-* **[project]** Plugins ``MstLayerNorm``, ``MstL2Norm``, ``MstGelu``, ``MstFfn`` (version :data:`PLUGIN_VERSION`,
-  namespace :data:`PLUGIN_NAMESPACE`) follow the project's plugin contract; TensorRT-RTX has no plugin layers, so
-  nothing about them is cross-checked. Field data must have the numpy dtype its ``PluginFieldType`` names,
-  and unknown field names are rejected (a C++ creator would ignore them silently). ``MstFfn`` takes its
-  weights as FLOAT32 array fields and checks C and their sizes at creation, like its C++ creator.
+* **[project]** Plugins ``MstLayerNorm``, ``MstL2Norm``, ``MstGelu``, ``MstFfn``, ``MstMsa`` (version
+  :data:`PLUGIN_VERSION`, namespace :data:`PLUGIN_NAMESPACE`) follow the project's plugin contract; TensorRT-RTX
+  has no plugin layers, so nothing about them is cross-checked. Field data must have the numpy dtype its
+  ``PluginFieldType`` names, and unknown field names are rejected (a C++ creator would ignore them silently).
+  ``MstFfn`` and ``MstMsa`` take their weights as FLOAT32 array fields and check C and their sizes at creation,
+  like their C++ creators.
 
 Errors: strong-typing violations raise :class:`StrongTypingError` (a ``TypeError``) when the layer is added (a
 conv kernel/bias tensor of the wrong dtype: at ``set_input``, where TensorRT reports it at build);
@@ -1800,6 +1801,76 @@ class _MstFfn(_ReferencePlugin):
         return [y.to(x.dtype)]
 
 
+class _MstMsa(_ReferencePlugin):
+    """MST++ spectral attention half with its residual on NCHW x: ``x + SpectralMSA(x)`` (official ``MS_MSA``).
+
+    Weights are FP32 array fields in the argument order of ``mstpp_msa_nchw``: ``wq``, ``wk``, ``wv`` [C, C]
+    (``to_q/to_k/to_v.weight``), ``rescale`` [C/31], ``wproj`` [C, C], ``bproj`` [C], ``wpos1``, ``wpos2``
+    [C, 3, 3] (``pos_emb.0/.2.weight``); C = len(bproj) must be 31, 62 or 124 and every other size must match,
+    checked at creation as the C++ creator does. No epsilon field (the q/k norms clamp at 1e-12, as
+    ``F.normalize``). Build time: x is 4-D FLOAT/HALF with C channels. Forward: FP32 arithmetic, the operations
+    of ``architecture.mst_plus_plus.SpectralMSA.forward`` in its order (q/k/v as 1x1 convolutions, per-head rows
+    over the H*W pixels L2-normalised, ``softmax(rescale * k q^T)``, ``attn v``, proj with bias, depthwise
+    3x3 -> GELU -> depthwise 3x3 on v), plus x, rounded once to x's dtype - the contract of ``mstpp_msa_nchw``
+    (whose FP16/BF16 path rounds some operands to 16 bits on tensor cores; this reference does not).
+    """
+
+    plugin_name = "MstMsa"
+    ARRAY_FIELDS = {key: PluginFieldType.FLOAT32
+                    for key in ("wq", "wk", "wv", "rescale", "wproj", "bproj", "wpos1", "wpos2")}
+    CHANNELS: ClassVar[tuple[int, ...]] = (31, 62, 124)
+    HEAD_DIM: ClassVar[int] = 31
+
+    def check_fields(self) -> None:
+        c = self.values["bproj"].size
+        if c not in self.CHANNELS:
+            raise InvalidNetworkError(f"MstMsa: C (the length of bproj) must be 31, 62 or 124, got {c}")
+        for key, formula, n in (("wq", "C*C", c * c), ("wk", "C*C", c * c), ("wv", "C*C", c * c),
+                                ("rescale", "C/31", c // self.HEAD_DIM), ("wproj", "C*C", c * c),
+                                ("wpos1", "C*9", c * 9), ("wpos2", "C*9", c * 9)):
+            if self.values[key].size != n:
+                raise InvalidNetworkError(f"MstMsa: field {key!r} must hold {formula} = {n} values for C = {c}, "
+                                          f"got {self.values[key].size}")
+
+    @property
+    def channels(self) -> int:
+        return int(self.values["bproj"].size)
+
+    def infer(self, layer: ReferenceLayer, inputs: list[_Meta]) -> list[_Meta]:
+        out = super().infer(layer, inputs)
+        x = inputs[0]
+        if len(x.shape) != 4 or x.shape[1] != self.channels:
+            raise InvalidNetworkError(f"{layer.name}: MstMsa needs a 4-D NCHW x with {self.channels} channels "
+                                      f"(the length of bproj), got {x.shape}")
+        return out
+
+    def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        x = xs[0]
+        c, v32 = self.channels, x.float()
+        b, _, h, w = v32.shape
+        heads, d = c // self.HEAD_DIM, self.HEAD_DIM
+        wt = {key: torch.from_numpy(self.values[key]) for key in self.ARRAY_FIELDS}
+
+        def pointwise(t: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+            return F.conv2d(t, weight.view(c, c, 1, 1), bias)
+
+        def per_head(t: torch.Tensor) -> torch.Tensor:  # [B, C, H, W] -> [B, heads, 31, N]
+            return t.reshape(b, heads, d, h * w)
+
+        def l2_normalize(t: torch.Tensor) -> torch.Tensor:
+            return t / torch.linalg.vector_norm(t, ord=2, dim=-1, keepdim=True).clamp_min(1e-12)
+
+        v_img = pointwise(v32, wt["wv"])
+        q = l2_normalize(per_head(pointwise(v32, wt["wq"])))
+        k = l2_normalize(per_head(pointwise(v32, wt["wk"])))
+        attn = ((k @ q.transpose(-2, -1)) * wt["rescale"].view(1, heads, 1, 1)).softmax(dim=-1)  # [B, h, d, d]
+        out = (attn @ per_head(v_img)).reshape(b, c, h, w)
+        pos = F.conv2d(v_img, wt["wpos1"].view(c, 1, 3, 3), padding=1, groups=c)
+        pos = F.conv2d(_activation(_A.GELU_ERF, pos, 0.0, 0.0), wt["wpos2"].view(c, 1, 3, 3), padding=1, groups=c)
+        y = v32 + pointwise(out, wt["wproj"], wt["bproj"]) + pos
+        return [y.to(x.dtype)]
+
+
 class _PluginCreator:
     """``IPluginCreatorV3One`` subset: ``name``, ``plugin_version``, ``field_names``, ``create_plugin``."""
 
@@ -1832,7 +1903,7 @@ class _PluginRegistry:
         return self._creators.get((name, str(version), namespace))
 
 
-_REGISTRY = _PluginRegistry([_MstLayerNorm, _MstL2Norm, _MstGelu, _MstFfn])
+_REGISTRY = _PluginRegistry([_MstLayerNorm, _MstL2Norm, _MstGelu, _MstFfn, _MstMsa])
 
 
 def get_plugin_registry() -> _PluginRegistry:

@@ -80,7 +80,7 @@ for _path in ("parser", "api"):
              f"{_prec.upper()}", _trt, path=_path, precision=_prec)
 _add("trt-api-fp16-plugins", "TensorRT network API FP16 with our CUDA plugins", _trt,
      path="api", precision="fp16", plugins="ours")
-_add("trt-api-fp16-fused", "TensorRT network API FP16 with our fused feed-forward plugin (MstFfn)", _trt,
+_add("trt-api-fp16-fused", "TensorRT network API FP16 with our fused attention and feed-forward plugins (MstMsa, MstFfn)", _trt,
      path="api", precision="fp16", plugins="fused")
 for _prec in ("fp32", "fp16", "bf16"):
     _add(f"fused-{_prec}", f"our fused attention and feed-forward kernels, {_prec.upper()} storage "

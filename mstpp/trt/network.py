@@ -18,11 +18,13 @@ Precision (strongly typed, DESIGN.md section 6):
         softmax and the residual adds never see INT8.
 Plugins (need full TensorRT and ``plugins/build/libmstpp_plugins.so``):
   ours   MstLayerNorm, MstL2Norm and MstGelu replace the native layers.
-  fused  every MSAB feed-forward half (LayerNorm -> 1x1 -> GELU -> dw3x3 -> GELU -> 1x1 -> + x) is one MstFfn
-         plugin layer (weights as plugin fields, FP32); the rest uses native layers as with ``none``. The
-         plugin runs in the activation dtype (FP32, or FP16 in an fp16 network: the surrounding FP16 tensor
-         goes in as it is, statistics and arithmetic are FP32 inside, output FP16, like the ``ours`` plugins).
-         Not offered with int8: the FFN convolutions would silently lose their Q/DQ (UserError).
+  fused  every MSAB attention half (x + S-MSA(x): q/k/v 1x1, L2 norms, softmax attention, proj, pos_emb) is
+         one MstMsa plugin layer and every feed-forward half (LayerNorm -> 1x1 -> GELU -> dw3x3 -> GELU -> 1x1
+         -> + x) one MstFfn plugin layer (weights as plugin fields, FP32): 15 of each in MST++; the rest (input
+         and output convolutions, down/up-sampling, skip concatenations, stage residuals) uses native layers as
+         with ``none``. The plugins run in the activation dtype (FP32, or FP16 in an fp16 network: the
+         surrounding FP16 tensor goes in as it is, output FP16, like the ``ours`` plugins). Not offered with
+         int8: the attention and FFN convolutions would silently lose their Q/DQ (UserError).
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ import numpy as np
 from architecture.mst_plus_plus import HEAD_DIM, PAD_MULTIPLE
 
 from ..errors import UserError
-from ..kernels import FFN_CHANNELS  # MstFfn wraps mstpp_ffn_nchw: the same widths
+from ..kernels import FFN_CHANNELS, MSA_CHANNELS  # MstFfn / MstMsa wrap mstpp_ffn_nchw / mstpp_msa_nchw
 
 INPUT_NAME = "rgb"
 OUTPUT_NAME = "cube"
@@ -52,9 +54,9 @@ class _Builder:
         if plugins not in PLUGIN_CHOICES:
             raise ValueError(f"plugins must be one of {PLUGIN_CHOICES}, got {plugins!r}")
         if precision == "int8" and plugins == "fused":
-            raise UserError("--plugins fused is not available with INT8: the MstFfn plugin computes the feed-forward "
-                            "convolutions in FP32 from FP32 weights, so they would lose their INT8 Q/DQ; use "
-                            "--plugins none or ours for INT8, or FP16/FP32 with fused")
+            raise UserError("--plugins fused is not available with INT8: the MstMsa and MstFfn plugins compute the "
+                            "attention and feed-forward convolutions from FP32 weights without INT8, so they would "
+                            "lose their INT8 Q/DQ; use --plugins none or ours for INT8, or FP16/FP32 with fused")
         if precision == "int8" and not act_amax:
             raise ValueError("int8 needs activation ranges from calibration (act_amax)")
         self.trt, self.net, self.w = trt, network, weights
@@ -268,10 +270,30 @@ class _Builder:
                   "w1": w1, "wdw": wdw, "w2": w2}
         return self.plugin("MstFfn", [x], fields, f"{p}.ffn")
 
+    def fused_spectral_msa(self, x, p: str):
+        """x + S-MSA(x) as one MstMsa plugin layer, in x's dtype; weights go in as FP32 fields."""
+        c = self.w[f"{p}.to_q.weight"].shape[0]
+        heads = c // HEAD_DIM
+        arrays = {"wq": "to_q.weight", "wk": "to_k.weight", "wv": "to_v.weight", "rescale": "rescale",
+                  "wproj": "proj.weight", "bproj": "proj.bias", "wpos1": "pos_emb.0.weight",
+                  "wpos2": "pos_emb.2.weight"}
+        fields = {name: np.asarray(self.w[f"{p}.{key}"], dtype=np.float32) for name, key in arrays.items()}
+        square = (c, c)
+        expected = {"wq": square, "wk": square, "wv": square, "rescale": (heads, 1, 1), "wproj": square,
+                    "bproj": (c,), "wpos1": (c, 1, 3, 3), "wpos2": (c, 1, 3, 3)}
+        got = {name: tuple(arr.shape) for name, arr in fields.items()}
+        # Linear weights may come as [C, C] or as 1x1 convolutions [C, C, 1, 1].
+        got = {k: v[:2] if expected[k] == square and v[2:] == (1, 1) else v for k, v in got.items()}
+        if c not in MSA_CHANNELS or got != expected:
+            raise UserError(f"{p}: the MstMsa plugin needs C in {MSA_CHANNELS}, heads of {HEAD_DIM} channels and "
+                            f"the MST++ S-MSA weight shapes, got C={c}, {got}; use --plugins none or ours")
+        return self.plugin("MstMsa", [x], fields, f"{p}.msa")
+
     def msab(self, x, p: str):
-        x = self.add(self.spectral_msa(x, f"{p}.blocks.0.0"), x, f"{p}.attn_residual")
         if self.plugins == "fused":
+            x = self.fused_spectral_msa(x, f"{p}.blocks.0.0")
             return self.fused_feed_forward(x, f"{p}.blocks.0.1")
+        x = self.add(self.spectral_msa(x, f"{p}.blocks.0.0"), x, f"{p}.attn_residual")
         return self.add(self.feed_forward(x, f"{p}.blocks.0.1"), x, f"{p}.ffn_residual")
 
     def mst(self, x, p: str, levels: int = 2):
@@ -340,8 +362,8 @@ def build_mstpp_network(trt, network, weights: Mapping[str, np.ndarray], input_s
         weights: MST++ state dict as float32 numpy arrays (``get_weights.py`` output).
         input_shape: (B, 3, H, W); -1 marks a dynamic dimension (then the build needs a profile).
         precision: ``fp32``, ``fp16`` or ``int8``.
-        plugins: ``none`` (native layers), ``ours`` (MstLayerNorm/MstL2Norm/MstGelu) or ``fused`` (one MstFfn
-            per feed-forward half, native layers elsewhere; not with ``int8``).
+        plugins: ``none`` (native layers), ``ours`` (MstLayerNorm/MstL2Norm/MstGelu) or ``fused`` (one MstMsa
+            per attention half and one MstFfn per feed-forward half, native layers elsewhere; not with ``int8``).
         act_amax: for ``int8``: calibrated max |x| at each convolution input, keyed by module name.
         keep: a list that receives every numpy array handed to TensorRT; keep it alive until the
             plan is built.

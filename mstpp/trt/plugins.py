@@ -1,4 +1,4 @@
-"""Loading our TensorRT plugin library (MstLayerNorm, MstL2Norm, MstGelu, MstFfn)."""
+"""Loading our TensorRT plugin library (MstLayerNorm, MstL2Norm, MstGelu, MstFfn, MstMsa)."""
 from __future__ import annotations
 
 import ctypes

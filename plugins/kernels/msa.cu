@@ -1984,7 +1984,7 @@ size_t align_bytes(size_t n)
 }
 
 // Workspace regions (byte offsets from the 256-byte-aligned base), all float32:
-//   partial [B][nblk][kPartialFloats]   per-block Gram tiles
+//   partial [B][nblk][kPartialFloats]   per-block Gram tiles (sized for an upper bound of nblk, see below)
 //   gram    [B][C][C]                    S
 //   raw     [B][C][31]                   logits numerators of every row with its head's columns
 //   nk2     [B][C], nq2 [B][C]           squared norms of the rows of k and q
@@ -2020,7 +2020,13 @@ MsaLayout msa_layout(int64_t B, int64_t N)
         return at;
     };
     size_t const b = static_cast<size_t>(B);
-    L.partial = region(b * static_cast<size_t>(L.plan.nblk) * kPartialFloats);
+    // The partials are sized for min(chunks of P pixels, kMaxBlocksPerImage) blocks, an upper bound of plan.nblk
+    // that never decreases with N (plan.nblk itself drops, e.g. from 256 to 129 blocks when C = 31 and N passes
+    // 65536): the size for the largest shape of a range then covers every smaller shape, which is how TensorRT
+    // sizes a plugin's workspace (for the profile's max shape).
+    int64_t const chunks = ceil_div(N, static_cast<int64_t>(G::P));
+    size_t const nblk_bound = static_cast<size_t>(chunks < G::kMaxBlocksPerImage ? chunks : G::kMaxBlocksPerImage);
+    L.partial = region(b * nblk_bound * kPartialFloats);
     L.gram = region(b * C * C);
     L.raw = region(b * C * kHeadDim);
     L.nk2 = region(b * C);

@@ -105,7 +105,9 @@ MSTPP_API int mstpp_ffn_nchw(const void* x, void* y, const float* ln_gamma, cons
     const float* wdw, const float* w2, int64_t B, int C, int64_t H, int64_t W, float eps, int dtype, void* stream);
 
 /* Bytes of device workspace mstpp_msa_nchw needs for x of shape [B, C, H, W], whatever the dtype (0 when the
- * tensor is empty, C is not 31, 62 or 124, or the problem is too large). */
+ * tensor is empty, C is not 31, 62 or 124, or the problem is too large). Non-decreasing in B, H and W wherever it is
+ * nonzero: the size for the largest shape of a range covers every shape in it, as TensorRT plugins need (they size
+ * their workspace for the profile's max shape). */
 MSTPP_API size_t mstpp_msa_workspace_size(int64_t B, int C, int64_t H, int64_t W);
 
 /*

@@ -513,9 +513,9 @@ int32_t GeluPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc 
 }
 
 // ----------------------------------------------------------------------------------------------------------
-// MstFfn
+// Fused-block plugins: MstFfn and MstMsa (BlockPlugin holds what they share)
 //
-// Weight lifetime. The weights arrive as creator fields (host float32 arrays) and every FfnPlugin object keeps
+// Weight lifetime. The weights arrive as creator fields (host float32 arrays) and every BlockPlugin object keeps
 // its own host copy: that copy is what getFieldsToSerialize() writes into the plan and what clone() deep-copies.
 // The device copy is one cudaMalloc per plugin object, owned by that object alone and freed in its destructor;
 // clone() never shares it (no double free, no use after a sibling is destroyed). It is made once per object,
@@ -526,57 +526,190 @@ int32_t GeluPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc 
 //   - in the builder (timing runs), where attachToContext() is not guaranteed, the first onShapeChange() of the
 //     object, which TensorRT calls before enqueue(), uploads.
 // enqueue() only reads the device pointer. The copy lives on the device that was current at upload time;
-// the destructor frees it there. Size: 2C + 36C + 8C*C floats, about 0.5 MB for C = 124.
+// the destructor frees it there. Size: MstFfn 2C + 36C + 8C*C floats (about 0.5 MB for C = 124), MstMsa
+// C/31 + C + 18C + 4C*C floats (about 0.25 MB for C = 124), each array rounded up to 256 bytes.
 
 namespace
 {
 
-bool validFfnChannels(int64_t c) noexcept
+constexpr int32_t kHeadDim = 31; // channels per MST++ attention head
+
+bool validBlockChannels(int64_t c) noexcept
 {
     return c == 31 || c == 62 || c == 124;
 }
 
-// Offsets (in floats) of the five arrays in the device allocation, each rounded up to 64 floats (256 bytes).
-struct FfnLayout
+// Offset (in floats) of array i in the device allocation and, for i == arrays.size(), the total: every array is
+// rounded up to 64 floats (256 bytes).
+size_t deviceOffset(std::vector<std::vector<float>> const& arrays, size_t i) noexcept
 {
-    size_t gamma, beta, w1, wdw, w2, total;
-};
-
-FfnLayout ffnLayout(int64_t c) noexcept
-{
-    auto const up = [](size_t n) { return (n + 63) / 64 * 64; };
-    size_t const C = static_cast<size_t>(c);
-    FfnLayout l{};
-    l.gamma = 0;
-    l.beta = l.gamma + up(C);
-    l.w1 = l.beta + up(C);
-    l.wdw = l.w1 + up(4 * C * C);
-    l.w2 = l.wdw + up(4 * C * 9);
-    l.total = l.w2 + up(4 * C * C);
-    return l;
+    size_t offset = 0;
+    for (size_t a = 0; a < i && a < arrays.size(); ++a)
+    {
+        offset += (arrays[a].size() + 63) / 64 * 64;
+    }
+    return offset;
 }
+
+// "a, b, c" (or "a, b and c" with `lastAnd`).
+std::string joinNames(BlockSpec const& spec, bool lastAnd)
+{
+    std::string out;
+    for (int32_t a = 0; a < spec.nbArrays; ++a)
+    {
+        if (a > 0)
+        {
+            out += lastAnd && a == spec.nbArrays - 1 ? " and " : ", ";
+        }
+        out += spec.arrays[a].name;
+    }
+    return out;
+}
+
+void logBlockError(char const* plugin, std::string const& text) noexcept
+{
+    char message[384];
+    std::snprintf(message, sizeof(message), "%s: %s", plugin, text.c_str());
+    logError(message);
+}
+
+// The creator side of a fused-block plugin: reads `epsilon` (only when `epsilon` is not null) and the spec's
+// float arrays, all required, then checks C (the length of the channel array) and every other length. Logs one
+// line naming the field and returns false on anything else. May throw std::bad_alloc.
+bool parseBlockFields(
+    BlockSpec const& spec, PluginFieldCollection const* fc, float* epsilon, std::vector<std::vector<float>>& arrays)
+{
+    arrays.assign(static_cast<size_t>(spec.nbArrays), std::vector<float>());
+    std::vector<bool> present(static_cast<size_t>(spec.nbArrays), false);
+    for (int32_t i = 0; fc != nullptr && i < fc->nbFields; ++i)
+    {
+        PluginField const& field = fc->fields[i];
+        char const* name = field.name != nullptr ? field.name : "(null)";
+        bool ok = false;
+        if (epsilon != nullptr && std::strcmp(name, "epsilon") == 0)
+        {
+            ok = readFloat(field, *epsilon);
+        }
+        for (int32_t a = 0; a < spec.nbArrays; ++a)
+        {
+            if (std::strcmp(name, spec.arrays[a].name) == 0)
+            {
+                ok = readFloatArray(field, arrays[a]);
+                present[a] = ok;
+            }
+        }
+        if (!ok)
+        {
+            logBlockError(spec.plugin,
+                std::string("unknown field or wrong type/length: '") + name + "' (fields: "
+                    + (epsilon != nullptr ? "epsilon, " : "") + joinNames(spec, false) + "; FLOAT32)");
+            return false;
+        }
+    }
+    for (int32_t a = 0; a < spec.nbArrays; ++a)
+    {
+        if (!present[a])
+        {
+            logBlockError(spec.plugin,
+                std::string("missing field '") + spec.arrays[a].name + "' (" + joinNames(spec, true)
+                    + " are required)");
+            return false;
+        }
+    }
+    if (epsilon != nullptr && !validEpsilon(*epsilon))
+    {
+        logBlockError(spec.plugin, "epsilon must be finite and >= 0");
+        return false;
+    }
+    int64_t const c = static_cast<int64_t>(arrays[spec.channelArray].size());
+    if (!validBlockChannels(c))
+    {
+        logBlockError(spec.plugin,
+            std::string("C (the length of ") + spec.arrays[spec.channelArray].name
+                + ") must be 31, 62 or 124, got " + std::to_string(c));
+        return false;
+    }
+    for (int32_t a = 0; a < spec.nbArrays; ++a)
+    {
+        int64_t const expected = spec.arrays[a].count(c);
+        int64_t const got = static_cast<int64_t>(arrays[a].size());
+        if (got != expected)
+        {
+            logBlockError(spec.plugin,
+                std::string("field '") + spec.arrays[a].name + "' must hold " + spec.arrays[a].formula + " = "
+                    + std::to_string(expected) + " values for C = " + std::to_string(c) + ", got "
+                    + std::to_string(got));
+            return false;
+        }
+    }
+    return true;
+}
+
+std::vector<PluginField> blockFieldNames(BlockSpec const& spec, bool withEpsilon)
+{
+    std::vector<PluginField> names;
+    if (withEpsilon)
+    {
+        names.emplace_back("epsilon", nullptr, PluginFieldType::kFLOAT32, 1);
+    }
+    for (int32_t a = 0; a < spec.nbArrays; ++a)
+    {
+        names.emplace_back(spec.arrays[a].name, nullptr, PluginFieldType::kFLOAT32, 0);
+    }
+    return names;
+}
+
+int64_t countC(int64_t c)
+{
+    return c;
+}
+int64_t countCC(int64_t c)
+{
+    return c * c;
+}
+int64_t count4CC(int64_t c)
+{
+    return 4 * c * c;
+}
+int64_t count4C9(int64_t c)
+{
+    return 4 * c * 9;
+}
+int64_t countC9(int64_t c)
+{
+    return c * 9;
+}
+int64_t countHeads(int64_t c)
+{
+    return c / kHeadDim;
+}
+
+BlockArraySpec const kFfnArrays[] = {{"ln_gamma", "C", countC}, {"ln_beta", "C", countC},
+    {"w1", "4*C*C", count4CC}, {"wdw", "4*C*9", count4C9}, {"w2", "C*4*C", count4CC}};
+
+BlockArraySpec const kMsaArrays[] = {{"wq", "C*C", countCC}, {"wk", "C*C", countCC}, {"wv", "C*C", countCC},
+    {"rescale", "C/31", countHeads}, {"wproj", "C*C", countCC}, {"bproj", "C", countC}, {"wpos1", "C*9", countC9},
+    {"wpos2", "C*9", countC9}};
 
 } // namespace
 
-FfnPlugin::FfnPlugin(float epsilon, std::vector<float> lnGamma, std::vector<float> lnBeta, std::vector<float> w1,
-    std::vector<float> wdw, std::vector<float> w2)
-    : PluginBase(kName)
-    , mEpsilon(epsilon)
-    , mChannels(static_cast<int32_t>(lnGamma.size()))
-    , mLnGamma(std::move(lnGamma))
-    , mLnBeta(std::move(lnBeta))
-    , mW1(std::move(w1))
-    , mWdw(std::move(wdw))
-    , mW2(std::move(w2))
+BlockSpec const FfnPlugin::kSpec{FfnPlugin::kName, kFfnArrays, 5, 0};
+BlockSpec const MsaPlugin::kSpec{MsaPlugin::kName, kMsaArrays, 8, 5};
+
+BlockPlugin::BlockPlugin(BlockSpec const& spec, std::vector<std::vector<float>> arrays)
+    : PluginBase(spec.plugin)
+    , mSpec(spec)
+    , mChannels(static_cast<int32_t>(arrays.at(static_cast<size_t>(spec.channelArray)).size()))
+    , mArrays(std::move(arrays))
 {
 }
 
-FfnPlugin::~FfnPlugin() noexcept
+BlockPlugin::~BlockPlugin() noexcept
 {
     releaseWeights();
 }
 
-void FfnPlugin::releaseWeights() noexcept
+void BlockPlugin::releaseWeights() noexcept
 {
     if (mDeviceWeights == nullptr)
     {
@@ -598,24 +731,18 @@ void FfnPlugin::releaseWeights() noexcept
     mDevice = -1;
 }
 
-int32_t FfnPlugin::uploadWeights() noexcept
+int32_t BlockPlugin::uploadWeights() noexcept
 {
     if (mDeviceWeights != nullptr)
     {
         return 0;
     }
-    FfnLayout const l = ffnLayout(mChannels);
     float* device = nullptr;
-    cudaError_t status = cudaMalloc(reinterpret_cast<void**>(&device), l.total * sizeof(float));
-    std::pair<size_t, std::vector<float> const*> const parts[]
-        = {{l.gamma, &mLnGamma}, {l.beta, &mLnBeta}, {l.w1, &mW1}, {l.wdw, &mWdw}, {l.w2, &mW2}};
-    for (auto const& part : parts)
+    cudaError_t status
+        = cudaMalloc(reinterpret_cast<void**>(&device), deviceOffset(mArrays, mArrays.size()) * sizeof(float));
+    for (size_t a = 0; a < mArrays.size() && status == cudaSuccess; ++a)
     {
-        if (status != cudaSuccess)
-        {
-            break;
-        }
-        status = cudaMemcpy(device + part.first, part.second->data(), part.second->size() * sizeof(float),
+        status = cudaMemcpy(device + deviceOffset(mArrays, a), mArrays[a].data(), mArrays[a].size() * sizeof(float),
             cudaMemcpyHostToDevice);
     }
     if (status != cudaSuccess)
@@ -625,7 +752,7 @@ int32_t FfnPlugin::uploadWeights() noexcept
             cudaFree(device);
         }
         char message[256];
-        std::snprintf(message, sizeof(message), "MstFfn: copying the weights to the device failed: %s",
+        std::snprintf(message, sizeof(message), "%s: copying the weights to the device failed: %s", mSpec.plugin,
             cudaGetErrorString(status));
         logError(message);
         return kFailure;
@@ -635,40 +762,28 @@ int32_t FfnPlugin::uploadWeights() noexcept
     return 0;
 }
 
-bool FfnPlugin::checkShape(Dims const& dims) const noexcept
+bool BlockPlugin::checkShape(Dims const& dims) const noexcept
 {
     if (dims.nbDims != 4 || (dims.d[1] >= 0 && dims.d[1] != mChannels))
     {
         char message[256];
         std::snprintf(message, sizeof(message),
-            "MstFfn: x must be 4-D NCHW with %d channels (the length of ln_gamma), got rank %d, dim 1 = %lld",
-            mChannels, dims.nbDims, dims.nbDims > 1 ? static_cast<long long>(dims.d[1]) : -1LL);
+            "%s: x must be 4-D NCHW with %d channels (the length of %s), got rank %d, dim 1 = %lld", mSpec.plugin,
+            mChannels, mSpec.arrays[mSpec.channelArray].name, dims.nbDims,
+            dims.nbDims > 1 ? static_cast<long long>(dims.d[1]) : -1LL);
         logError(message);
         return false;
     }
     return true;
 }
 
-IPluginV3* FfnPlugin::clone() noexcept
-{
-    try
-    {
-        // Deep copy of the host weights; the clone makes its own device copy when it is prepared to run.
-        return new FfnPlugin(mEpsilon, mLnGamma, mLnBeta, mW1, mWdw, mW2);
-    }
-    catch (...)
-    {
-        return nullptr;
-    }
-}
-
-bool FfnPlugin::supportsFormatCombination(
+bool BlockPlugin::supportsFormatCombination(
     int32_t pos, DynamicPluginTensorDesc const* inOut, int32_t nbInputs, int32_t nbOutputs) noexcept
 {
     return supportsElementwiseUnary(pos, inOut, nbInputs, nbOutputs);
 }
 
-int32_t FfnPlugin::configurePlugin(
+int32_t BlockPlugin::configurePlugin(
     DynamicPluginTensorDesc const* in, int32_t nbInputs, DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept
 {
     if (PluginBase::configurePlugin(in, nbInputs, out, nbOutputs) != 0)
@@ -678,7 +793,7 @@ int32_t FfnPlugin::configurePlugin(
     return checkShape(in[0].desc.dims) ? 0 : kFailure;
 }
 
-int32_t FfnPlugin::onShapeChange(
+int32_t BlockPlugin::onShapeChange(
     PluginTensorDesc const* in, int32_t nbInputs, PluginTensorDesc const* out, int32_t nbOutputs) noexcept
 {
     if (PluginBase::onShapeChange(in, nbInputs, out, nbOutputs) != 0 || !checkShape(in[0].dims))
@@ -688,9 +803,9 @@ int32_t FfnPlugin::onShapeChange(
     return uploadWeights();
 }
 
-IPluginV3* FfnPlugin::attachToContext(IPluginResourceContext* /*context*/) noexcept
+IPluginV3* BlockPlugin::attachToContext(IPluginResourceContext* /*context*/) noexcept
 {
-    auto* copy = static_cast<FfnPlugin*>(clone());
+    auto* copy = static_cast<BlockPlugin*>(clone());
     if (copy != nullptr && copy->uploadWeights() != 0)
     {
         delete copy;
@@ -699,36 +814,151 @@ IPluginV3* FfnPlugin::attachToContext(IPluginResourceContext* /*context*/) noexc
     return copy;
 }
 
+bool BlockPlugin::readyToRun(Dims const& x) const noexcept
+{
+    char message[256];
+    if (mDeviceWeights == nullptr)
+    {
+        std::snprintf(message, sizeof(message),
+            "%s: enqueue before the weights were copied to the device (onShapeChange/attachToContext)",
+            mSpec.plugin);
+        logError(message);
+        return false;
+    }
+    if (x.nbDims != 4 || x.d[1] != mChannels)
+    {
+        std::snprintf(message, sizeof(message), "%s: x is not NCHW with the plugin's channel count", mSpec.plugin);
+        logError(message);
+        return false;
+    }
+    return true;
+}
+
+float const* BlockPlugin::deviceArray(int32_t i) const noexcept
+{
+    return mDeviceWeights + deviceOffset(mArrays, static_cast<size_t>(i));
+}
+
+void BlockPlugin::collectFields() noexcept
+{
+    for (int32_t a = 0; a < mSpec.nbArrays; ++a)
+    {
+        std::vector<float>& values = mArrays[static_cast<size_t>(a)];
+        mFields.emplace_back(
+            mSpec.arrays[a].name, values.data(), PluginFieldType::kFLOAT32, static_cast<int32_t>(values.size()));
+    }
+}
+
+// MstFfn
+
+FfnPlugin::FfnPlugin(float epsilon, std::vector<std::vector<float>> arrays)
+    : BlockPlugin(kSpec, std::move(arrays))
+    , mEpsilon(epsilon)
+{
+}
+
+IPluginV3* FfnPlugin::clone() noexcept
+{
+    try
+    {
+        // Deep copy of the host weights; the clone makes its own device copy when it is prepared to run.
+        return new FfnPlugin(mEpsilon, mArrays);
+    }
+    catch (...)
+    {
+        return nullptr;
+    }
+}
+
 int32_t FfnPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* /*outputDesc*/,
     void const* const* inputs, void* const* outputs, void* /*workspace*/, cudaStream_t stream) noexcept
 {
-    if (mDeviceWeights == nullptr)
-    {
-        logError("MstFfn: enqueue before the weights were copied to the device (onShapeChange/attachToContext)");
-        return kFailure;
-    }
     Dims const& x = inputDesc[0].dims;
-    if (x.nbDims != 4 || x.d[1] != mChannels)
+    if (!readyToRun(x))
     {
-        logError("MstFfn: x is not NCHW with the plugin's channel count");
         return kFailure;
     }
-    FfnLayout const l = ffnLayout(mChannels);
-    float const* w = mDeviceWeights;
-    return checkKernel(mstpp_ffn_nchw(inputs[0], outputs[0], w + l.gamma, w + l.beta, w + l.w1, w + l.wdw,
-                           w + l.w2, x.d[0], mChannels, x.d[2], x.d[3], mEpsilon, kernelDtype(inputDesc[0].type),
-                           stream),
+    return checkKernel(mstpp_ffn_nchw(inputs[0], outputs[0], deviceArray(0), deviceArray(1), deviceArray(2),
+                           deviceArray(3), deviceArray(4), x.d[0], mChannels, x.d[2], x.d[3], mEpsilon,
+                           kernelDtype(inputDesc[0].type), stream),
         "MstFfn");
 }
 
 void FfnPlugin::collectFields() noexcept
 {
     mFields.emplace_back("epsilon", &mEpsilon, PluginFieldType::kFLOAT32, 1);
-    mFields.emplace_back("ln_gamma", mLnGamma.data(), PluginFieldType::kFLOAT32, static_cast<int32_t>(mLnGamma.size()));
-    mFields.emplace_back("ln_beta", mLnBeta.data(), PluginFieldType::kFLOAT32, static_cast<int32_t>(mLnBeta.size()));
-    mFields.emplace_back("w1", mW1.data(), PluginFieldType::kFLOAT32, static_cast<int32_t>(mW1.size()));
-    mFields.emplace_back("wdw", mWdw.data(), PluginFieldType::kFLOAT32, static_cast<int32_t>(mWdw.size()));
-    mFields.emplace_back("w2", mW2.data(), PluginFieldType::kFLOAT32, static_cast<int32_t>(mW2.size()));
+    BlockPlugin::collectFields();
+}
+
+// MstMsa
+
+MsaPlugin::MsaPlugin(std::vector<std::vector<float>> arrays)
+    : BlockPlugin(kSpec, std::move(arrays))
+{
+}
+
+IPluginV3* MsaPlugin::clone() noexcept
+{
+    try
+    {
+        return new MsaPlugin(mArrays);
+    }
+    catch (...)
+    {
+        return nullptr;
+    }
+}
+
+int32_t MsaPlugin::configurePlugin(
+    DynamicPluginTensorDesc const* in, int32_t nbInputs, DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept
+{
+    if (BlockPlugin::configurePlugin(in, nbInputs, out, nbOutputs) != 0)
+    {
+        return kFailure;
+    }
+    // The profile's largest shape must fit the kernel's limits (then every smaller one does, and its workspace
+    // covers them: mstpp_msa_workspace_size is non-decreasing in B, H, W).
+    Dims const& x = in[0].max;
+    if (x.nbDims == 4 && volume(x, 0, 4) > 0 && mstpp_msa_workspace_size(x.d[0], mChannels, x.d[2], x.d[3]) == 0)
+    {
+        char message[256];
+        std::snprintf(message, sizeof(message), "MstMsa: the largest x shape [%lld, %d, %lld, %lld] is too large",
+            static_cast<long long>(x.d[0]), mChannels, static_cast<long long>(x.d[2]),
+            static_cast<long long>(x.d[3]));
+        logError(message);
+        return kFailure;
+    }
+    return 0;
+}
+
+size_t MsaPlugin::getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
+    DynamicPluginTensorDesc const* /*outputs*/, int32_t /*nbOutputs*/) const noexcept
+{
+    if (nbInputs != 1)
+    {
+        return 0;
+    }
+    // Non-decreasing in B, H and W (mstpp_kernels.h), so the profile's max shape covers every shape it allows.
+    Dims const& x = inputs[0].max;
+    if (x.nbDims != 4 || volume(x, 0, 4) <= 0)
+    {
+        return 0;
+    }
+    return mstpp_msa_workspace_size(x.d[0], mChannels, x.d[2], x.d[3]);
+}
+
+int32_t MsaPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* /*outputDesc*/,
+    void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept
+{
+    Dims const& x = inputDesc[0].dims;
+    if (!readyToRun(x))
+    {
+        return kFailure;
+    }
+    return checkKernel(mstpp_msa_nchw(inputs[0], outputs[0], deviceArray(0), deviceArray(1), deviceArray(2),
+                           deviceArray(3), deviceArray(4), deviceArray(5), deviceArray(6), deviceArray(7), x.d[0],
+                           mChannels, x.d[2], x.d[3], kernelDtype(inputDesc[0].type), workspace, stream),
+        "MstMsa");
 }
 
 // ----------------------------------------------------------------------------------------------------------
@@ -846,13 +1076,7 @@ IPluginV3* GeluPluginCreator::createPlugin(
 }
 
 FfnPluginCreator::FfnPluginCreator() noexcept
-    : CreatorBase(FfnPlugin::kName,
-        {PluginField("epsilon", nullptr, PluginFieldType::kFLOAT32, 1),
-            PluginField("ln_gamma", nullptr, PluginFieldType::kFLOAT32, 0),
-            PluginField("ln_beta", nullptr, PluginFieldType::kFLOAT32, 0),
-            PluginField("w1", nullptr, PluginFieldType::kFLOAT32, 0),
-            PluginField("wdw", nullptr, PluginFieldType::kFLOAT32, 0),
-            PluginField("w2", nullptr, PluginFieldType::kFLOAT32, 0)})
+    : CreatorBase(FfnPlugin::kName, blockFieldNames(FfnPlugin::kSpec, true))
 {
 }
 
@@ -862,84 +1086,40 @@ IPluginV3* FfnPluginCreator::createPlugin(
     try
     {
         float epsilon = FfnPlugin::kDefaultEpsilon;
-        // Field order of the arrays: ln_gamma, ln_beta, w1, wdw, w2.
-        char const* const arrayNames[] = {"ln_gamma", "ln_beta", "w1", "wdw", "w2"};
-        std::vector<float> arrays[5];
-        bool present[5] = {false, false, false, false, false};
-        for (int32_t i = 0; fc != nullptr && i < fc->nbFields; ++i)
+        std::vector<std::vector<float>> arrays;
+        if (!parseBlockFields(FfnPlugin::kSpec, fc, &epsilon, arrays))
         {
-            PluginField const& field = fc->fields[i];
-            char const* name = field.name != nullptr ? field.name : "(null)";
-            bool ok = false;
-            if (std::strcmp(name, "epsilon") == 0)
-            {
-                ok = readFloat(field, epsilon);
-            }
-            for (int32_t a = 0; a < 5; ++a)
-            {
-                if (std::strcmp(name, arrayNames[a]) == 0)
-                {
-                    ok = readFloatArray(field, arrays[a]);
-                    present[a] = ok;
-                }
-            }
-            if (!ok)
-            {
-                char message[256];
-                std::snprintf(message, sizeof(message),
-                    "MstFfn: unknown field or wrong type/length: '%s' (fields: epsilon, ln_gamma, ln_beta, w1, "
-                    "wdw, w2; FLOAT32)",
-                    name);
-                logError(message);
-                return nullptr;
-            }
-        }
-        for (int32_t a = 0; a < 5; ++a)
-        {
-            if (!present[a])
-            {
-                char message[256];
-                std::snprintf(message, sizeof(message),
-                    "MstFfn: missing field '%s' (ln_gamma, ln_beta, w1, wdw and w2 are required)", arrayNames[a]);
-                logError(message);
-                return nullptr;
-            }
-        }
-        if (!validEpsilon(epsilon))
-        {
-            logError("MstFfn: epsilon must be finite and >= 0");
             return nullptr;
         }
-        int64_t const c = static_cast<int64_t>(arrays[0].size());
-        if (!validFfnChannels(c))
-        {
-            char message[256];
-            std::snprintf(message, sizeof(message),
-                "MstFfn: C (the length of ln_gamma) must be 31, 62 or 124, got %lld", static_cast<long long>(c));
-            logError(message);
-            return nullptr;
-        }
-        int64_t const expected[5] = {c, c, 4 * c * c, 4 * c * 9, 4 * c * c};
-        char const* const formula[5] = {"C", "C", "4*C*C", "4*C*9", "C*4*C"};
-        for (int32_t a = 1; a < 5; ++a)
-        {
-            if (static_cast<int64_t>(arrays[a].size()) != expected[a])
-            {
-                char message[256];
-                std::snprintf(message, sizeof(message),
-                    "MstFfn: field '%s' must hold %s = %lld values for C = %lld, got %lld", arrayNames[a], formula[a],
-                    static_cast<long long>(expected[a]), static_cast<long long>(c),
-                    static_cast<long long>(arrays[a].size()));
-                logError(message);
-                return nullptr;
-            }
-        }
-        return new FfnPlugin(epsilon, std::move(arrays[0]), std::move(arrays[1]), std::move(arrays[2]),
-            std::move(arrays[3]), std::move(arrays[4]));
+        return new FfnPlugin(epsilon, std::move(arrays));
     }
     catch (...)
     {
         logError("MstFfn: out of host memory");
+        return nullptr;
+    }
+}
+
+MsaPluginCreator::MsaPluginCreator() noexcept
+    : CreatorBase(MsaPlugin::kName, blockFieldNames(MsaPlugin::kSpec, false))
+{
+}
+
+IPluginV3* MsaPluginCreator::createPlugin(
+    char const* /*name*/, PluginFieldCollection const* fc, TensorRTPhase /*phase*/) noexcept
+{
+    try
+    {
+        std::vector<std::vector<float>> arrays;
+        if (!parseBlockFields(MsaPlugin::kSpec, fc, nullptr, arrays))
+        {
+            return nullptr;
+        }
+        return new MsaPlugin(std::move(arrays));
+    }
+    catch (...)
+    {
+        logError("MstMsa: out of host memory");
         return nullptr;
     }
 }
@@ -949,6 +1129,7 @@ REGISTER_TENSORRT_PLUGIN(LayerNormPluginCreator);
 REGISTER_TENSORRT_PLUGIN(L2NormPluginCreator);
 REGISTER_TENSORRT_PLUGIN(GeluPluginCreator);
 REGISTER_TENSORRT_PLUGIN(FfnPluginCreator);
+REGISTER_TENSORRT_PLUGIN(MsaPluginCreator);
 #endif
 
 } // namespace trt
@@ -969,8 +1150,9 @@ extern "C" MSTPP_PLUGIN_EXPORT nvinfer1::IPluginCreatorInterface* const* getCrea
     static mstpp::trt::L2NormPluginCreator l2Norm;
     static mstpp::trt::GeluPluginCreator gelu;
     static mstpp::trt::FfnPluginCreator ffn;
-    static nvinfer1::IPluginCreatorInterface* const creators[] = {&layerNorm, &l2Norm, &gelu, &ffn};
-    nbCreators = 4;
+    static mstpp::trt::MsaPluginCreator msa;
+    static nvinfer1::IPluginCreatorInterface* const creators[] = {&layerNorm, &l2Norm, &gelu, &ffn, &msa};
+    nbCreators = 5;
     return creators;
 }
 #endif

@@ -4,6 +4,8 @@
 //   MstGelu      (x) -> y                 exact (erf) GELU
 //   MstFfn       (x) -> y                 the MST++ feed-forward half of an MSAB, residual included:
 //                                         y = x + W2 . GELU(DW3x3(GELU(W1 . LN(x)))) on NCHW, weights as fields
+//   MstMsa       (x) -> y                 the MST++ spectral attention half of an MSAB, residual included:
+//                                         y = x + SpectralMSA(x) on NCHW (mstpp_msa_nchw), weights as fields
 // All are version "1" in namespace "", take and return LINEAR tensors, and keep the output dtype equal to x's.
 // Build with `make plugins TENSORRT_ROOT=...`; see plugins/README.md for loading them.
 #pragma once
@@ -157,21 +159,37 @@ protected:
     void collectFields() noexcept override {}
 };
 
-class FfnPlugin final : public PluginBase
+// A float32 array field of a fused-block plugin: its name, its length as a formula of C and as a function of C.
+struct BlockArraySpec
+{
+    char const* name;
+    char const* formula;
+    int64_t (*count)(int64_t channels);
+};
+
+// What a fused-block plugin (MstFfn, MstMsa) declares about its array fields; C is the length of
+// arrays[channelArray] and must be 31, 62 or 124 (the widths of the fused kernels).
+struct BlockSpec
+{
+    char const* plugin;
+    BlockArraySpec const* arrays;
+    int32_t nbArrays;
+    int32_t channelArray;
+};
+
+// Shared by the fused-block plugins: one 4-D NCHW input x with C channels, output of x's shape and dtype,
+// FP32/FP16/BF16 linear storage, weights as float32 array fields kept on the host (serialised, deep-copied by
+// clone()) plus one device copy per object, made in attachToContext() or the first onShapeChange(), never in
+// enqueue() (see the comment above BlockPlugin in mstppPlugins.cpp).
+class BlockPlugin : public PluginBase
 {
 public:
-    static constexpr char const* kName = "MstFfn";
-    static constexpr float kDefaultEpsilon = 1e-5F;
+    // `arrays` in the order of spec.arrays, already validated by the creator (parseBlockFields).
+    BlockPlugin(BlockSpec const& spec, std::vector<std::vector<float>> arrays);
+    ~BlockPlugin() noexcept override;
+    BlockPlugin(BlockPlugin const&) = delete;
+    BlockPlugin& operator=(BlockPlugin const&) = delete;
 
-    // The host weights (float32, the layouts of mstpp_ffn_nchw) are copied into the plugin; C = lnGamma.size().
-    // The caller (the creator) has validated C and every size.
-    FfnPlugin(float epsilon, std::vector<float> lnGamma, std::vector<float> lnBeta, std::vector<float> w1,
-        std::vector<float> wdw, std::vector<float> w2);
-    ~FfnPlugin() noexcept override;
-    FfnPlugin(FfnPlugin const&) = delete;
-    FfnPlugin& operator=(FfnPlugin const&) = delete;
-
-    IPluginV3* clone() noexcept override;
     bool supportsFormatCombination(
         int32_t pos, DynamicPluginTensorDesc const* inOut, int32_t nbInputs, int32_t nbOutputs) noexcept override;
     int32_t configurePlugin(DynamicPluginTensorDesc const* in, int32_t nbInputs, DynamicPluginTensorDesc const* out,
@@ -179,8 +197,6 @@ public:
     int32_t onShapeChange(
         PluginTensorDesc const* in, int32_t nbInputs, PluginTensorDesc const* out, int32_t nbOutputs) noexcept override;
     IPluginV3* attachToContext(IPluginResourceContext* context) noexcept override;
-    int32_t enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* outputDesc, void const* const* inputs,
-        void* const* outputs, void* workspace, cudaStream_t stream) noexcept override;
 
 protected:
     int32_t nbInputs() const noexcept override
@@ -191,24 +207,69 @@ protected:
     {
         return 4;
     }
+    // Serialises the arrays (a subclass adds its scalar fields before calling this).
     void collectFields() noexcept override;
 
+    // For enqueue(): true when the device copy exists and x is 4-D with C channels; logs otherwise.
+    bool readyToRun(Dims const& x) const noexcept;
+    // Device pointer of array i (valid when readyToRun()).
+    float const* deviceArray(int32_t i) const noexcept;
+
+    BlockSpec const& mSpec;
+    int32_t mChannels;
+    std::vector<std::vector<float>> mArrays;
+
 private:
-    // Copies the five arrays into one device allocation of this object (once; a no-op when already there).
+    // Copies the arrays into one device allocation of this object (once; a no-op when already there).
     int32_t uploadWeights() noexcept;
     void releaseWeights() noexcept;
     // Rank 4 with dim 1 equal to C (or not yet known).
     bool checkShape(Dims const& dims) const noexcept;
 
-    float mEpsilon;
-    int32_t mChannels;
-    std::vector<float> mLnGamma; // [C]
-    std::vector<float> mLnBeta;  // [C]
-    std::vector<float> mW1;      // [4C, C]
-    std::vector<float> mWdw;     // [4C, 3, 3]
-    std::vector<float> mW2;      // [C, 4C]
     float* mDeviceWeights{nullptr}; // owned by this object only; never shared between clones
     int32_t mDevice{-1};            // the CUDA device mDeviceWeights lives on
+};
+
+class FfnPlugin final : public BlockPlugin
+{
+public:
+    static constexpr char const* kName = "MstFfn";
+    static constexpr float kDefaultEpsilon = 1e-5F;
+    // ln_gamma [C], ln_beta [C], w1 [4C, C], wdw [4C, 3, 3], w2 [C, 4C]: the layouts of mstpp_ffn_nchw.
+    static BlockSpec const kSpec;
+
+    // The caller (the creator) has validated epsilon, C and every size.
+    FfnPlugin(float epsilon, std::vector<std::vector<float>> arrays);
+
+    IPluginV3* clone() noexcept override;
+    int32_t enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* outputDesc, void const* const* inputs,
+        void* const* outputs, void* workspace, cudaStream_t stream) noexcept override;
+
+protected:
+    void collectFields() noexcept override;
+
+private:
+    float mEpsilon;
+};
+
+class MsaPlugin final : public BlockPlugin
+{
+public:
+    static constexpr char const* kName = "MstMsa";
+    // wq, wk, wv [C, C], rescale [C/31], wproj [C, C], bproj [C], wpos1, wpos2 [C, 3, 3]: the layouts of
+    // mstpp_msa_nchw.
+    static BlockSpec const kSpec;
+
+    // The caller (the creator) has validated C and every size.
+    explicit MsaPlugin(std::vector<std::vector<float>> arrays);
+
+    IPluginV3* clone() noexcept override;
+    int32_t configurePlugin(DynamicPluginTensorDesc const* in, int32_t nbInputs, DynamicPluginTensorDesc const* out,
+        int32_t nbOutputs) noexcept override;
+    size_t getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
+        DynamicPluginTensorDesc const* outputs, int32_t nbOutputs) const noexcept override;
+    int32_t enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* outputDesc, void const* const* inputs,
+        void* const* outputs, void* workspace, cudaStream_t stream) noexcept override;
 };
 
 // Creators: parse the attribute fields (unknown names are rejected, missing ones take their defaults).
@@ -252,6 +313,13 @@ class FfnPluginCreator final : public CreatorBase
 {
 public:
     FfnPluginCreator() noexcept;
+    IPluginV3* createPlugin(char const* name, PluginFieldCollection const* fc, TensorRTPhase phase) noexcept override;
+};
+
+class MsaPluginCreator final : public CreatorBase
+{
+public:
+    MsaPluginCreator() noexcept;
     IPluginV3* createPlugin(char const* name, PluginFieldCollection const* fc, TensorRTPhase phase) noexcept override;
 };
 
