@@ -93,7 +93,8 @@ def _upfuse_reference(low, skip, folded):
     return up + torch.einsum("os,bshw->bohw", folded.wb, skip) + folded.bias[None, :, None, None]
 
 
-def test_fused_glue_wiring_reproduces_the_model_on_cpu(golden_state, monkeypatch):
+@pytest.mark.parametrize("conv_kernels", [True, False])
+def test_fused_glue_wiring_reproduces_the_model_on_cpu(golden_state, monkeypatch, conv_kernels):
     # The glue modules only call the kernels; with PyTorch stand-ins for conv_nchw / upfuse_nchw (same contracts)
     # the rebuilt forward must equal MST_Plus_Plus: residuals, skip order, padding/crop and the up/fusion fold.
     from architecture import build_model
@@ -105,7 +106,7 @@ def test_fused_glue_wiring_reproduces_the_model_on_cpu(golden_state, monkeypatch
     model = build_model("mst_plus_plus")
     model.load_state_dict(golden_state)
     model = model.double().eval()
-    glued = FusedMSTPlusPlus(model).double()
+    glued = FusedMSTPlusPlus(model, conv_kernels).double()
     x = torch.rand(2, 3, 21, 30, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     with torch.no_grad():
         want, got = model(x), glued(x)

@@ -4,10 +4,13 @@
   kernel (``mstpp.kernels.ffn_nchw``; the 4C hidden state never leaves the chip);
 - the spectral attention half (``x + SpectralMSA(x)``) as one Gram pass, small per-image kernels and one
   halo-tile pass (``mstpp.kernels.msa_nchw``; q, k, v and the attention output never reach memory);
-- the glue (``glue=True``, the default): the 3x3 convolutions (conv_in, embedding, mapping + residual, conv_out +
-  residual) and the 4x4 stride-2 down-sampling as direct NCHW convolutions (``mstpp.kernels.conv_nchw``), and each
-  decoder's 2x2 transposed convolution + concat + 1x1 fusion folded into one linear map per output pixel parity
-  (``mstpp.kernels.upfuse_nchw``). Only the reflect padding to a multiple of 8 and the final crop stay PyTorch.
+- the glue between the blocks, chosen by ``glue``: each decoder's 2x2 transposed convolution + concat + 1x1 fusion
+  folded into one linear map per output pixel parity (``mstpp.kernels.upfuse_nchw``), conv_in as a direct NCHW
+  convolution (``mstpp.kernels.conv_nchw``), and with ``glue="all"`` also the 3x3 31->31 convolutions (embedding,
+  mapping, conv_out, with their residuals) and the 4x4 stride-2 down-sampling. The default ``"auto"`` leaves
+  those last two to cuDNN, which measured faster than our kernels for them on the H100
+  (docs/results/kernels_bench_glue.json); ``"none"`` runs all the glue in PyTorch. The reflect padding to a
+  multiple of 8 and the final crop are PyTorch in every mode.
 ``describe()`` lists which parts are fused, so results say what was measured.
 
 By default the runner replays its forward as a CUDA graph, one per input shape: the forward launches ~150
@@ -33,8 +36,14 @@ _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 #: Which parts of the forward run on fused kernels (the rest is PyTorch eager).
 FUSED_PARTS = ("feed-forward blocks", "spectral attention blocks")
-GLUE_PARTS = ("3x3 convolutions (conv_in, embedding, mapping, conv_out, with their residuals)",
-              "4x4 stride-2 down-sampling", "2x2 up-sampling + concat + 1x1 fusion (folded)")
+#: The glue parts each ``glue`` mode runs as our kernels.
+GLUE_MODES = {
+    "none": (),
+    "auto": ("2x2 up-sampling + concat + 1x1 fusion (folded)", "conv_in 3x3"),
+    "all": ("2x2 up-sampling + concat + 1x1 fusion (folded)", "conv_in 3x3",
+            "3x3 31->31 convolutions (embedding, mapping, conv_out, with their residuals)",
+            "4x4 stride-2 down-sampling"),
+}
 
 #: Captured graphs kept per runner (each holds its own memory pool); the least recently used goes first.
 MAX_CACHED_GRAPHS = 4
@@ -117,6 +126,18 @@ class FusedConv(nn.Module):
         return kernels.conv_nchw(x, self.weight, self.stride, self.padding, residual=residual)
 
 
+class TorchConv(nn.Module):
+    """A PyTorch ``Conv2d`` with the ``FusedConv`` call signature (cuDNN does the work; the residual is an add)."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        y = self.conv(x)
+        return y if residual is None else y + residual
+
+
 class FusedUpFuse(nn.Module):
     """``fusion(cat([up(low), skip]))`` of an MST++ decoder level as one kernel, with the two linear maps folded."""
 
@@ -133,17 +154,21 @@ class FusedUpFuse(nn.Module):
 
 
 class FusedMST(nn.Module):
-    """One MST stage with its MSABs already fused (``fuse_blocks``) and its convolutions as our kernels."""
+    """One MST stage with its MSABs already fused (``fuse_blocks``) and its up-sampling + fusion as one kernel.
 
-    def __init__(self, mst: MST) -> None:
+    ``conv_kernels``: the embedding, mapping and down-sampling convolutions as our kernels too (else cuDNN).
+    """
+
+    def __init__(self, mst: MST, conv_kernels: bool) -> None:
         super().__init__()
+        conv = FusedConv if conv_kernels else TorchConv
         self.stage = mst.stage
-        self.embedding = FusedConv(mst.embedding)
-        self.encoder = nn.ModuleList(nn.ModuleList([msab, FusedConv(down)]) for msab, down in mst.encoder_layers)
+        self.embedding = conv(mst.embedding)
+        self.encoder = nn.ModuleList(nn.ModuleList([msab, conv(down)]) for msab, down in mst.encoder_layers)
         self.bottleneck = mst.bottleneck
         self.decoder = nn.ModuleList(nn.ModuleList([FusedUpFuse(up, fusion), msab])
                                      for up, fusion, msab in mst.decoder_layers)
-        self.mapping = FusedConv(mst.mapping)
+        self.mapping = conv(mst.mapping)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, 31, H, W], H and W multiples of 4 -> [B, 31, H, W] (``MST.forward``)."""
@@ -160,13 +185,13 @@ class FusedMST(nn.Module):
 
 
 class FusedMSTPlusPlus(nn.Module):
-    """``MST_Plus_Plus.forward`` from fused parts: reflect padding and the crop are the only PyTorch ops left."""
+    """``MST_Plus_Plus.forward`` from fused parts (``conv_kernels`` as in ``FusedMST``, conv_out included)."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, conv_kernels: bool = True) -> None:
         super().__init__()
         self.conv_in = FusedConv(model.conv_in)
-        self.body = nn.Sequential(*(FusedMST(stage) for stage in model.body))
-        self.conv_out = FusedConv(model.conv_out)
+        self.body = nn.Sequential(*(FusedMST(stage, conv_kernels) for stage in model.body))
+        self.conv_out = (FusedConv if conv_kernels else TorchConv)(model.conv_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, 3, H, W] -> [B, 31, H, W]."""
@@ -212,17 +237,20 @@ class FusedRunner(Runner):
         device: a CUDA device.
         cuda_graph: replay the forward as a CUDA graph captured on the first call with each input shape (the
             output is the same as eager; ``False`` launches every kernel from Python on each call).
-        glue: run the convolutions between the blocks as our kernels too (``False``: PyTorch eager/cuDNN).
+        glue: which convolutions between the blocks run as our kernels: ``"auto"`` (up-sampling + fusion and
+            conv_in, where ours measured faster than cuDNN), ``"all"`` or ``"none"`` (see the module docstring).
     """
 
     #: ``run`` replays a CUDA graph itself, so a benchmark should not capture it again.
     replays_cuda_graph: bool = True
 
     def __init__(self, state_dict: Mapping[str, torch.Tensor], precision: str = "fp32",
-                 device: str = "cuda", cuda_graph: bool = True, glue: bool = True) -> None:
+                 device: str = "cuda", cuda_graph: bool = True, glue: str = "auto") -> None:
         super().__init__(device)
         if precision not in _DTYPES:
             raise ValueError(f"precision must be one of {sorted(_DTYPES)}, got {precision!r}")
+        if glue not in GLUE_MODES:
+            raise ValueError(f"glue must be one of {sorted(GLUE_MODES)}, got {glue!r}")
         self.route = f"fused-{precision}"
         if self.device.type != "cuda":
             raise RouteUnavailable(f"{self.route}: the fused kernels run on a CUDA GPU only")
@@ -239,9 +267,9 @@ class FusedRunner(Runner):
         model.load_state_dict(state_dict, strict=True)
         model = model.eval()
         self.fused_blocks = fuse_blocks(model)  # copies the float32 weights the kernels use
-        self.glue = bool(glue)
-        if self.glue:
-            model = FusedMSTPlusPlus(model)
+        self.glue = glue
+        if glue != "none":
+            model = FusedMSTPlusPlus(model, conv_kernels=glue == "all")
         # Only the PyTorch parts take the route's dtype (module.to(dtype) would cast the kernels' buffers too).
         for param in model.parameters():
             param.data = param.data.to(self.input_dtype)
@@ -259,7 +287,8 @@ class FusedRunner(Runner):
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, 3, H, W] of ``input_dtype`` on the runner's device -> [B, 31, H, W], same dtype."""
-        if x.device != self.device or x.dtype != self.input_dtype or x.dim() != 4:
+        same_device = x.device.type == "cuda" and self.device.index in (None, x.device.index)
+        if not same_device or x.dtype != self.input_dtype or x.dim() != 4:
             raise ValueError(f"{self.route}: expected a 4-D {self.input_dtype} tensor on {self.device}, got "
                              f"{tuple(x.shape)} {x.dtype} on {x.device} (use make_input)")
         if not self.replays_cuda_graph:
@@ -276,10 +305,11 @@ class FusedRunner(Runner):
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         info.update(framework=f"torch {torch.__version__} + mstpp kernels", tf32=False,
-                    fused_parts=list(FUSED_PARTS + (GLUE_PARTS if self.glue else ())),
+                    fused_parts=list(FUSED_PARTS + GLUE_MODES[self.glue]), glue=self.glue,
                     fused_msab=self.fused_blocks, cuda_graph=self.replays_cuda_graph,
-                    unfused=("reflect padding to a multiple of 8 and the crop: PyTorch" if self.glue else
-                             "down/up-sampling, embedding/mapping: PyTorch eager"))
+                    unfused={"none": "down/up-sampling, embedding/mapping: PyTorch eager",
+                             "auto": "3x3 31->31 and 4x4 down-sampling convolutions (cuDNN), reflect pad, crop",
+                             "all": "reflect padding to a multiple of 8 and the crop"}[self.glue])
         return info
 
     def close(self) -> None:
