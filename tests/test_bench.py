@@ -294,6 +294,17 @@ def test_merge_replaces_same_measurement():
     assert [m["source"] for m in merged.metadata["sources"]] == ["a.json", "b.json"]
 
 
+def test_merge_drops_graph_rows_made_obsolete_by_a_self_graphing_runner():
+    old = BenchResult([Row("fused-fp16", 1, 8, 8, median_ms=6.5), Row("fused-fp16", 1, 8, 8, median_ms=5.7,
+                                                                       cuda_graph=True),
+                       Row("torch-fp16", 1, 8, 8, median_ms=25.0), Row("torch-fp16", 1, 8, 8, median_ms=24.0,
+                                                                       cuda_graph=True)], {"gpu": "X"})
+    new = BenchResult([Row("fused-fp16", 1, 8, 8, median_ms=5.1, settings={"cuda_graph": True})], {"gpu": "X"})
+    merged = merge_results([old, new])
+    assert sorted((r.label, r.median_ms) for r in merged.rows) == [
+        ("fused-fp16", 5.1), ("torch-fp16", 25.0), ("torch-fp16 +graph", 24.0)]
+
+
 def test_results_dir_merges_in_run_order_not_name_order(tmp_path):
     newer = BenchResult([Row("fused-fp16", 1, 8, 8, median_ms=3.0)], {"gpu": "X", "date_utc": "2026-01-02T00:00:00"})
     older = BenchResult([Row("fused-fp16", 1, 8, 8, status="skipped", reason="not built")],
