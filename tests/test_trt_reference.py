@@ -589,6 +589,23 @@ def ffn_fields(c: int, scale: float = 0.2) -> dict[str, np.ndarray]:
             "wdw": rand(4 * c, 3, 3) * scale, "w2": rand(c, 4 * c) * scale}
 
 
+def _check_block_plugin(plugin, block, c: int, dtype) -> None:
+    """One block plugin layer on a [2, c, 5, 7] input of ``dtype`` against ``x + block(x)`` in PyTorch FP32
+    (odd H and W, so the zero padding of the depthwise convolutions shows at every edge)."""
+    x = rand(2, c, 5, 7, dtype=dtype)
+    net = ref.create_reference_network()
+    trt_dtype = T.float32 if dtype == np.float32 else T.float16
+    layer = net.add_plugin_v3([net.add_input("x", trt_dtype, (-1, c, -1, -1))], [], plugin)
+    assert layer.get_output(0).shape == (-1, c, -1, -1) and layer.get_output(0).dtype == trt_dtype
+    got = run_one(net, layer.get_output(0), x=x)
+    x32 = torch.from_numpy(x).float()
+    with torch.no_grad():
+        expected = (x32 + block(x32)).to(got.dtype)
+    assert got.dtype == torch.from_numpy(x).dtype
+    torch.testing.assert_close(got, expected, **({"rtol": 1e-5, "atol": 1e-5} if dtype == np.float32
+                                                 else {"rtol": 1e-3, "atol": 4e-3}))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 @pytest.mark.parametrize("c", [31, 62, 124])
 def test_plugin_mst_ffn_matches_the_pytorch_block(c: int, dtype: type) -> None:
@@ -602,19 +619,7 @@ def test_plugin_mst_ffn_matches_the_pytorch_block(c: int, dtype: type) -> None:
         block.fn.net[0].weight.copy_(torch.from_numpy(fields["w1"]).view(4 * c, c, 1, 1))
         block.fn.net[2].weight.copy_(torch.from_numpy(fields["wdw"]).view(4 * c, 1, 3, 3))
         block.fn.net[4].weight.copy_(torch.from_numpy(fields["w2"]).view(c, 4 * c, 1, 1))
-    x = rand(2, c, 5, 7, dtype=dtype)  # odd H, W: the zero padding of the depthwise conv shows at every edge
-    plugin = make_plugin("MstFfn", epsilon=np.array([1e-5], np.float32), **fields)
-    net = ref.create_reference_network()
-    trt_dtype = T.float32 if dtype == np.float32 else T.float16
-    layer = net.add_plugin_v3([net.add_input("x", trt_dtype, (-1, c, -1, -1))], [], plugin)
-    assert layer.get_output(0).shape == (-1, c, -1, -1) and layer.get_output(0).dtype == trt_dtype
-    got = run_one(net, layer.get_output(0), x=x)
-    x32 = torch.from_numpy(x).float()
-    with torch.no_grad():
-        expected = (x32 + block(x32)).to(got.dtype)
-    assert got.dtype == torch.from_numpy(x).dtype
-    torch.testing.assert_close(got, expected, **({"rtol": 1e-5, "atol": 1e-5} if dtype == np.float32
-                                                 else {"rtol": 1e-3, "atol": 4e-3}))
+    _check_block_plugin(make_plugin("MstFfn", epsilon=np.array([1e-5], np.float32), **fields), block, c, dtype)
 
 
 def test_plugin_mst_ffn_field_validation() -> None:
@@ -670,19 +675,7 @@ def test_plugin_mst_msa_matches_the_pytorch_block(c: int, dtype: type) -> None:
                            ("rescale", block.rescale), ("wproj", block.proj.weight), ("bproj", block.proj.bias),
                            ("wpos1", block.pos_emb[0].weight), ("wpos2", block.pos_emb[2].weight)):
             param.copy_(torch.from_numpy(fields[key]).view(param.shape))
-    x = rand(2, c, 5, 7, dtype=dtype)  # odd H, W: the zero padding of the depthwise convs shows at every edge
-    plugin = make_plugin("MstMsa", **fields)
-    net = ref.create_reference_network()
-    trt_dtype = T.float32 if dtype == np.float32 else T.float16
-    layer = net.add_plugin_v3([net.add_input("x", trt_dtype, (-1, c, -1, -1))], [], plugin)
-    assert layer.get_output(0).shape == (-1, c, -1, -1) and layer.get_output(0).dtype == trt_dtype
-    got = run_one(net, layer.get_output(0), x=x)
-    x32 = torch.from_numpy(x).float()
-    with torch.no_grad():
-        expected = (x32 + block(x32)).to(got.dtype)
-    assert got.dtype == torch.from_numpy(x).dtype
-    torch.testing.assert_close(got, expected, **({"rtol": 1e-5, "atol": 1e-5} if dtype == np.float32
-                                                 else {"rtol": 1e-3, "atol": 4e-3}))
+    _check_block_plugin(make_plugin("MstMsa", **fields), block, c, dtype)
 
 
 def test_plugin_mst_msa_field_validation() -> None:
