@@ -112,3 +112,10 @@ def test_fused_glue_wiring_reproduces_the_model_on_cpu(golden_state, monkeypatch
         want, got = model(x), glued(x)
     assert got.shape == want.shape == (2, 31, 21, 30)
     assert (got - want).abs().max() <= 1e-5 * want.abs().max()
+
+
+def test_fused_runner_refuses_an_unknown_glue_mode(golden_state):
+    from mstpp.backends.fused import FusedRunner
+
+    with pytest.raises(ValueError, match="glue must be one of \\['all', 'auto', 'none'\\], got 'cudnn'"):
+        FusedRunner(golden_state, precision="fp16", device="cpu", glue="cudnn")
