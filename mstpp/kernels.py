@@ -267,19 +267,21 @@ def gelu(x: "torch.Tensor", out: "Optional[torch.Tensor]" = None) -> "torch.Tens
     return y
 
 
-def _check_block_input(x: "torch.Tensor", widths: tuple[int, ...]) -> tuple[int, int]:
-    """The checks a fused MST++ block kernel needs on x before its weights: a 4-D tensor of a supported dtype
-    with one of the MST++ widths. Returns (dtype code, C)."""
+def _check_block_input(x: "torch.Tensor", widths: tuple[int, ...], channel: str = "C",
+                       why: str = "MST++ levels") -> tuple[int, int]:
+    """The checks an MST++ kernel needs on its activation x before its weights: a 4-D tensor of a supported dtype
+    with one of ``widths`` channels (``channel`` names them in the messages). Returns (dtype code, channels)."""
     import torch
 
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
     dtype = _dtype_code(x, "x")
     if x.dim() != 4:
-        raise ValueError(f"x must be [B, C, H, W], got shape {tuple(x.shape)}")
+        raise ValueError(f"x must be [B, {channel}, H, W], got shape {tuple(x.shape)}")
     channels = x.shape[1]
     if channels not in widths:
-        raise ValueError(f"x must have 31, 62 or 124 channels (MST++ levels), got C={channels}")
+        listed = ", ".join(str(w) for w in widths[:-1]) + f" or {widths[-1]}"
+        raise ValueError(f"x must have {listed} channels ({why}), got {channel}={channels}")
     return dtype, channels
 
 
@@ -433,11 +435,7 @@ def conv_nchw(x: "torch.Tensor", w: "torch.Tensor", stride: int, padding: int,
     """
     import torch
 
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    dtype = _dtype_code(x, "x")
-    if x.dim() != 4:
-        raise ValueError(f"x must be [B, Cin, H, W], got shape {tuple(x.shape)}")
+    dtype, cin = _check_block_input(x, CONV_IN_CHANNELS, "Cin", "MST++ glue convolutions")
     if not isinstance(w, torch.Tensor) or w.dim() != 4 or w.shape[2] != w.shape[3]:
         shape = tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__
         raise ValueError(f"w must be a [Cout, Cin, k, k] tensor, got {shape}")
@@ -445,10 +443,8 @@ def conv_nchw(x: "torch.Tensor", w: "torch.Tensor", stride: int, padding: int,
     if (ksize, stride, padding) not in CONV_GEOMETRIES:
         raise ValueError(f"unsupported convolution (kernel {ksize}, stride {stride}, padding {padding}); "
                          f"supported: {', '.join(f'k{k} s{s} p{p}' for k, s, p in CONV_GEOMETRIES)}")
-    batch, cin, height, width = x.shape
+    batch, _, height, width = x.shape
     cout = int(w.shape[0])
-    if cin not in CONV_IN_CHANNELS:
-        raise ValueError(f"x must have 3, 31 or 62 channels (MST++ glue convolutions), got Cin={cin}")
     if cout not in CONV_OUT_CHANNELS:
         raise ValueError(f"w must have 31, 62 or 124 output channels (MST++ glue convolutions), got Cout={cout}")
     w = _block_weight(w, "w", [(cout, cin, ksize, ksize)], x)
@@ -485,9 +481,6 @@ class UpfuseWeights:
     @property
     def low_channels(self) -> int:
         return int(self.wa.shape[2])
-
-    def to(self, device) -> "UpfuseWeights":
-        return UpfuseWeights(*(t.to(device) for t in (self.wa, self.wb, self.bias)))
 
 
 def fold_upfuse(w_up: "torch.Tensor", b_up: "torch.Tensor", w_fuse: "torch.Tensor") -> UpfuseWeights:
