@@ -389,15 +389,6 @@ def run_glue_cases(torch, kernels, args, timer: Timer, copy_gbs: float, l2_bytes
     return results
 
 
-def print_glue_table(rows: List[Dict]) -> None:
-    header = f"{'glue case':<26}{'dtype':<9}{'ms':>9}{'GB/s':>8}{'GFLOP/s':>9}{'torch ms':>10}{'speedup':>9}"
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        print(f"{r['case']:<26}{r['dtype']:<9}{r['ms']:>9.4f}{r['gb_per_s']:>8.0f}{r['gflop_per_s']:>9.0f}"
-              f"{r['torch_ms']:>10.4f}{r['speedup']:>8.1f}x")
-
-
 def print_msa_table(rows: List[Dict]) -> None:
     header = f"{'msa case':<26}{'dtype':<9}{'ms':>9}{'GB/s':>8}{'%copy':>7}{'torch ms':>10}{'speedup':>9}"
     print(header)
@@ -407,8 +398,9 @@ def print_msa_table(rows: List[Dict]) -> None:
               f"{r['torch_ms']:>10.4f}{r['speedup']:>8.1f}x")
 
 
-def print_ffn_table(rows: List[Dict]) -> None:
-    header = f"{'ffn case':<26}{'dtype':<9}{'ms':>9}{'GB/s':>8}{'GFLOP/s':>9}{'torch ms':>10}{'speedup':>9}"
+def print_flops_table(op: str, rows: List[Dict]) -> None:
+    """The rows of a compute-bound op (FFN, glue convolutions) with their GFLOP/s."""
+    header = f"{op + ' case':<26}{'dtype':<9}{'ms':>9}{'GB/s':>8}{'GFLOP/s':>9}{'torch ms':>10}{'speedup':>9}"
     print(header)
     print("-" * len(header))
     for r in rows:
@@ -449,13 +441,13 @@ def main(argv=None) -> int:
     print_table(copy, rows)
     if ffn_rows:
         print()
-        print_ffn_table(ffn_rows)
+        print_flops_table("ffn", ffn_rows)
     if msa_rows:
         print()
         print_msa_table(msa_rows)
     if glue_rows:
         print()
-        print_glue_table(glue_rows)
+        print_flops_table("glue", glue_rows)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         result = {"environment": env, "protocol": {"runs": args.runs, "warmup": args.warmup, "statistic": "median",
