@@ -6,9 +6,10 @@ MRAE loss, 128 x 128 patches with random flips and 90-degree rotations. The MRAE
 ``+1e-3`` (``LOSS_EPS``) because synthetic labels can be ~0 in dark pixels / dark illuminant bands.
 
 Examples:
-    python train.py --minutes 18 --device cuda --amp bf16          # H100 run, saves model/mstpp_synthetic.pth
-    python train.py --minutes 18 --device cuda --amp bf16 --resume # continue from outputs/<name>.state.pt
-    python train.py --device cpu --patch 32 --iters 3 --batch-size 2 --val-every 0   # smoke test
+    python train.py --minutes 18 --device cuda --amp bf16 --compile --prefetch 3   # H100 run -> model/mstpp_synthetic.pth
+    python train.py --minutes 18 --device cuda --amp bf16 --compile --prefetch 3 --resume   # continue from outputs/<name>.state.pt
+    python train.py --init model/mstpp_synthetic.pth --minutes 30 ...   # more training: fresh schedule from saved weights
+    python train.py --device cpu --patch 32 --iters 3 --batch-size 2 --val-scenes 1 --val-crop 64   # smoke test
 
 Weights are always written in fp32 (AMP only changes the compute dtype), in the official checkpoint
 layout via ``mstpp.weights.save_checkpoint``. The optimizer state needed for ``--resume`` goes to a
@@ -22,14 +23,17 @@ import math
 import os
 import platform
 import sys
-import threading
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
 from architecture import MST_Plus_Plus
+from mstpp.metrics import crop_border
 from mstpp.synth import SyntheticGenerator, eval_scene
+from mstpp.synth.evaluate import BORDER
 from mstpp.errors import UserError
 from mstpp.weights import check_state_dict, read_state_dict, save_checkpoint
 
@@ -71,9 +75,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--amp", choices=("none", "bf16"), default="none", help="autocast dtype for compute")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the training step's model (CUDA; compiles once per run, ~1 min; "
+                        "validation and saving use the plain module)")
     p.add_argument("--val-every", type=int, default=500, help="validate every N iterations (0 = only at end)")
-    p.add_argument("--val-scenes", type=int, default=4, help="held-out eval scenes used for validation")
-    p.add_argument("--val-crop", type=int, default=256, help="centre crop of validation scenes (0 = full)")
+    p.add_argument("--val-scenes", type=int, default=10, help="held-out eval scenes used for validation")
+    p.add_argument("--val-crop", type=int, default=0,
+                   help="run validation on this centre crop of each scene (0 = the whole 482x512 scene, scored "
+                        f"like the evaluation on its centre after cropping {BORDER} px per border)")
+    p.add_argument("--prefetch", type=int, default=1,
+                   help="batches built ahead in background threads (raise it if the GPU waits for data)")
     p.add_argument("--save-every", type=int, default=1000)
     p.add_argument("--photos", default="", help="comma-separated subset of training photos (tests; default all)")
     p.add_argument("--no-progress", action="store_true", help="disable the tqdm bar")
@@ -81,6 +92,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     checks = [
         (args.iters is None or args.iters >= 1, "--iters must be >= 1"),
         (args.batch_size >= 1, "--batch-size must be >= 1"),
+        (1 <= args.prefetch <= 16, "--prefetch must be in 1..16"),
         (args.patch >= 16 and args.patch % 8 == 0, "--patch must be a multiple of 8, >= 16"),
         (args.scene_size == 0 or args.scene_size >= args.patch, "--scene-size must be 0 or >= --patch"),
         (args.minutes >= 0 and math.isfinite(args.minutes), "--minutes must be >= 0"),
@@ -109,6 +121,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.init and not Path(args.init).is_file():
         raise ArgError(f"--init: no file at {args.init}")
     args.device = resolve_device(args.device)
+    if args.compile and args.device.type != "cuda":
+        raise ArgError("--compile needs a CUDA device (CPU training is for smoke tests)")
     if args.amp == "bf16" and args.device.type == "cpu":
         args.amp = "none"  # CPU bf16 autocast is slow; nothing to gain
     return args
@@ -156,43 +170,45 @@ def lr_at(step: int, total: int, lr0: float) -> float:
 
 
 class Prefetcher:
-    """Builds batch i+1 in a background thread while step i trains (torch and OpenCV release the GIL)."""
+    """Builds the next ``workers`` batches in background threads while the current step trains.
 
-    def __init__(self, gen: SyntheticGenerator, batch: int, patch: int, scene: int, start: int) -> None:
+    Torch and OpenCV release the GIL, so a few threads overlap scene building with the step. Batches come
+    back in index order whatever the number of workers, so a run is reproducible for a given start index.
+    """
+
+    def __init__(self, gen: SyntheticGenerator, batch: int, patch: int, scene: int, start: int,
+                 workers: int = 1) -> None:
         self.gen, self.batch, self.patch, self.scene = gen, batch, patch, scene
-        self.index = start
-        self._result: tuple | None = None
-        self._thread = self._launch(start)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="batches")
+        self._pending = deque(self._submit(start + i) for i in range(workers))
+        self._next = start + workers
 
-    def _launch(self, index: int) -> threading.Thread:
-        def work() -> None:
-            try:
-                b = self.gen.training_batch(index, self.batch, self.patch, self.scene)
-                self._result = (b.inputs, b.cubes, None)
-            except BaseException as exc:  # surface errors in the main thread
-                self._result = (None, None, exc)
-        t = threading.Thread(target=work, daemon=True)
-        t.start()
-        return t
+    def _submit(self, index: int) -> Future:
+        return self._pool.submit(self.gen.training_batch, index, self.batch, self.patch, self.scene)
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        self._thread.join()
-        x, y, err = self._result  # type: ignore[misc]
-        if err is not None:
-            raise err
-        self.index += 1
-        self._thread = self._launch(self.index)
-        return x, y
+        batch = self._pending.popleft().result()  # re-raises a worker's exception here
+        self._pending.append(self._submit(self._next))
+        self._next += 1
+        return batch.inputs, batch.cubes
+
+    def close(self) -> None:
+        for f in self._pending:
+            f.cancel()
+        self._pool.shutdown(wait=True)
 
 
 @torch.no_grad()
-def validate(model: torch.nn.Module, scenes: list[tuple[torch.Tensor, torch.Tensor]], amp: bool) -> float:
+def validate(model: torch.nn.Module, scenes: list[tuple[torch.Tensor, torch.Tensor]], amp: bool,
+             border: int = 0) -> float:
+    """Mean MRAE over scenes (inputs [1,3,H,W], cubes [1,31,H,W]), scored inside ``border`` px."""
     model.eval()
     vals = []
     for x, y in scenes:
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
             pred = model(x)
-        vals.append(float(((pred.float() - y).abs() / (y + LOSS_EPS)).mean()))
+        pred, y = crop_border(pred.float(), border), crop_border(y, border)
+        vals.append(float(mrae_loss(pred, y)))
     model.train()
     return sum(vals) / max(len(vals), 1)
 
@@ -213,11 +229,12 @@ def _atomic_save_weights(model: torch.nn.Module, path: Path, step: int) -> None:
     os.replace(tmp, path)
 
 
-def _save_state(path: Path, model, opt, step: int, total: int, elapsed: float, history: list) -> None:
+def _save_state(path: Path, model, opt, step: int, total: int, elapsed: float, history: list,
+                origin: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "total": total,
-                "elapsed": elapsed, "history": history}, tmp)
+                "elapsed": elapsed, "history": history, "origin": origin}, tmp)
     os.replace(tmp, path)
 
 
@@ -245,12 +262,18 @@ def train(args: argparse.Namespace) -> dict:
     if args.init:
         model.load_state_dict(read_state_dict(args.init))
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.999))
+    # The compiled wrapper shares the module's parameters; state_dict() and validation go through the plain
+    # module so that checkpoints keep their official key names and other shapes do not trigger recompiles.
+    step_model = torch.compile(model) if args.compile else model
     step, total, elapsed_before, history = 0, args.iters or DEFAULT_ITERS, 0.0, []
+    # Where the starting weights came from; kept in the resume state so that every later log still says it.
+    origin = {"init": args.init, "init_training": _previous_log(args.init)}
     if args.resume:
         st = torch.load(args.state, map_location=dev, weights_only=False)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         step, total, elapsed_before, history = st["step"], st["total"], st["elapsed"], st["history"]
+        origin = st.get("origin", origin)
         total = max(args.iters or total, step)  # an explicit --iters sets a new schedule length
 
     t_setup = time.time()
@@ -260,9 +283,10 @@ def train(args: argparse.Namespace) -> dict:
         s = eval_scene(i)
         val.append((_centre(s.inputs, args.val_crop).to(dev), _centre(s.cubes, args.val_crop).to(dev)))
     setup_s = time.time() - t_setup
+    val_border = BORDER if args.val_crop == 0 else 0
     aug_gen = torch.Generator().manual_seed(args.seed * 7919 + step)
     scene = args.scene_size or 2 * args.patch
-    fetch = Prefetcher(gen, args.batch_size, args.patch, scene, start=step)
+    fetch = Prefetcher(gen, args.batch_size, args.patch, scene, start=step, workers=args.prefetch)
 
     budget = args.minutes * 60.0
     calibrated = args.resume or budget <= 0
@@ -282,7 +306,7 @@ def train(args: argparse.Namespace) -> dict:
         for group in opt.param_groups:
             group["lr"] = lr
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-            pred = model(x)
+            pred = step_model(x)
         loss = mrae_loss(pred, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -312,37 +336,37 @@ def train(args: argparse.Namespace) -> dict:
             bar.set_postfix(loss=f"{loss_ema if loss_ema is not None else float('nan'):.4f}", lr=f"{lr:.2e}",
                             val=f"{last_val:.4f}")
         if args.val_every and step % args.val_every == 0 and val:
-            last_val = validate(model, val, use_amp)
+            last_val = validate(model, val, use_amp, val_border)
             history.append({"step": step, "val_mrae": last_val, "train_loss": loss_ema})
         if step % args.save_every == 0:
             _atomic_save_weights(model, Path(args.out), step)
-            _save_state(args.state, model, opt, step, total, elapsed_before + elapsed, history)
+            _save_state(args.state, model, opt, step, total, elapsed_before + elapsed, history, origin)
         if budget > 0 and elapsed + setup_s > budget:
             stop_reason = "time budget"
             break
         if args.session_minutes > 0 and elapsed + setup_s > args.session_minutes * 60.0:
             stop_reason = "session limit (continue with --resume)"
             break
+    fetch.close()
     if bar is not None:
         bar.close()
     train_s = time.time() - start
     if val:
-        last_val = validate(model, val, use_amp)
+        last_val = validate(model, val, use_amp, val_border)
         history.append({"step": step, "val_mrae": last_val, "train_loss": loss_ema})
     out = Path(args.out)
     _atomic_save_weights(model, out, step)
-    _save_state(args.state, model, opt, step, total, elapsed_before + train_s, history)
+    _save_state(args.state, model, opt, step, total, elapsed_before + train_s, history, origin)
     log = {
         "weights": str(out), "steps": step, "planned_steps": total, "stop_reason": stop_reason,
         "train_seconds": round(elapsed_before + train_s, 1), "setup_seconds": round(setup_s, 1),
         "iters_per_second": round(step / max(elapsed_before + train_s, 1e-9), 3),
         "batch_size": args.batch_size, "patch": args.patch, "scene_size": scene, "lr": args.lr,
         "lr_schedule": f"cosine to {LR_MIN}", "optimizer": "Adam(0.9, 0.999)", "loss": f"MRAE, eps {LOSS_EPS}",
-        "amp": args.amp, "seed": args.seed, "device": str(dev), "init": args.init,
-        "init_training": _previous_log(args.init),
+        "amp": args.amp, "prefetch": args.prefetch, "compile": args.compile, "seed": args.seed, "device": str(dev), **origin,
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__, "final_val_mrae": last_val, "val_scenes": args.val_scenes,
-        "val_crop": args.val_crop, "weights_dtype": "float32", "history": history,
+        "val_crop": args.val_crop, "val_border": val_border, "weights_dtype": "float32", "history": history,
     }
     out.with_suffix(".train.json").write_text(json.dumps(log, indent=1) + "\n")
     print(f"saved {out} after {step} steps in {log['train_seconds']:.0f} s "

@@ -128,6 +128,15 @@ def test_scene_meta_names_the_illuminant_family(gen0: SyntheticGenerator) -> Non
             assert m["illuminant_family"] == family_of[m["illuminant"]]
 
 
+def test_write_card_keeps_the_rest_of_the_card(tmp_path: Path) -> None:
+    from mstpp.synth.evaluate import CARD_END, CARD_START, write_card
+
+    card = tmp_path / "card.md"
+    card.write_text(f"# Card\n\nintro\n\n{CARD_START}\nold\n{CARD_END}\n\n## After\n\ntext\n")
+    write_card(card, f"{CARD_START}\nnew\n{CARD_END}\n")
+    assert card.read_text() == f"# Card\n\nintro\n\n{CARD_START}\nnew\n{CARD_END}\n\n## After\n\ntext\n"
+
+
 def test_card_section_lists_metrics_by_illuminant_family() -> None:
     from mstpp.synth.evaluate import card_section
 
@@ -144,6 +153,15 @@ def test_card_section_lists_metrics_by_illuminant_family() -> None:
     text = card_section(result, None, "w.pth")
     assert ("By illuminant family (MRAE, scenes): daylight (1): mst_plus_plus 0.25, rootpoly3 0.32; "
             "fluorescent (1): mst_plus_plus 1.04, rootpoly3 2.2") in text
+    # Training continued from earlier weights is reported with the earlier run's share and the total.
+    first = {"steps": 100, "train_seconds": 50.0, "iters_per_second": 2.0}
+    log = {"steps": 300, "batch_size": 4, "patch": 32, "scene_size": 64, "optimizer": "Adam", "lr": 1e-3,
+           "lr_schedule": "cosine", "loss": "MRAE", "amp": "none", "seed": 0, "train_seconds": 150.0,
+           "device_name": "cpu", "iters_per_second": 2.0, "torch": "x", "val_scenes": 2, "val_crop": 0,
+           "val_border": 128, "final_val_mrae": 0.3, "init": "a.pth", "init_training": first}
+    text = card_section(result, log, "w.pth")
+    assert "whole scenes scored inside a 128-px border" in text
+    assert "continued from `a.pth`" in text and "400 iterations and 200 s in all" in text
 
 
 def test_eval_scene_deterministic_and_full_size() -> None:
@@ -196,7 +214,7 @@ def test_train_tiny_cpu_writes_loadable_checkpoint(tmp_path: Path, capsys) -> No
 
     out = tmp_path / "m.pth"
     common = ["--device", "cpu", "--patch", "32", "--batch-size", "2", "--val-every", "2", "--val-scenes", "1",
-              "--val-crop", "32", "--photos", ",".join(FEW_PHOTOS), "--no-progress",
+              "--val-crop", "32", "--photos", ",".join(FEW_PHOTOS), "--no-progress", "--prefetch", "2",
               "--out", str(out), "--state", str(tmp_path / "s.pt")]
     code, err = _train([*common, "--iters", "2"], capsys)
     assert code == 0, err[-2000:]
@@ -224,11 +242,18 @@ def test_train_tiny_cpu_writes_loadable_checkpoint(tmp_path: Path, capsys) -> No
     assert code == 0, err[-2000:]
     log = json.loads(out2.with_suffix(".train.json").read_text())
     assert log["steps"] == 1 and log["init"] == str(out) and log["init_training"]["steps"] == 6
+    # A resumed run still says where its starting weights came from.
+    code, err = _train([*common, "--iters", "2", "--resume", "--out", str(out2), "--state", str(tmp_path / "s2.pt")],
+                       capsys)
+    assert code == 0, err[-2000:]
+    log = json.loads(out2.with_suffix(".train.json").read_text())
+    assert log["steps"] == 2 and log["init"] == str(out) and log["init_training"]["steps"] == 6
 
 
 @pytest.mark.parametrize("bad", [["--patch", "30"], ["--batch-size", "0"], ["--device", "nonsense"],
                                  ["--resume", "--state", "/nonexistent/x.pt"], ["--unknown"],
-                                 ["--init", "/nonexistent/w.pth"]])
+                                 ["--init", "/nonexistent/w.pth"], ["--compile", "--device", "cpu"],
+                                 ["--prefetch", "0"]])
 def test_train_bad_args_one_line(bad: list[str], capsys) -> None:
     code, err = _train(bad, capsys)
     assert code == 2
