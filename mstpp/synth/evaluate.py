@@ -212,6 +212,12 @@ def _fmt(v: float) -> str:
     return "inf" if math.isinf(v) else f"{v:.4g}"
 
 
+def _val_region(train_log: dict) -> str:
+    if train_log.get("val_crop"):
+        return f"{train_log['val_crop']}-px centre crop"
+    return f"whole scenes scored inside a {train_log.get('val_border', 0)}-px border"
+
+
 def card_section(result: dict, train_log: dict | None, weights: str) -> str:
     """Markdown for the model card, between the synthetic-eval markers."""
     L = [CARD_START, "## Synthetic training and evaluation", ""]
@@ -222,7 +228,15 @@ def card_section(result: dict, train_log: dict | None, weights: str) -> str:
               f"{train_log['optimizer']}, lr {train_log['lr']} {train_log['lr_schedule']}, loss {train_log['loss']}, "
               f"AMP {train_log['amp']}, seed {train_log['seed']}; {train_log['train_seconds']:.0f} s on "
               f"{train_log['device_name']} ({train_log['iters_per_second']:.2f} it/s, torch {train_log['torch']}). "
-              f"Final validation MRAE ({train_log['val_scenes']} held-out scenes, {train_log['val_crop'] or 'full'}-px centre crop): {train_log['final_val_mrae']:.4f}."]
+              f"Final validation MRAE ({train_log['val_scenes']} held-out scenes, {_val_region(train_log)}): "
+              f"{train_log['final_val_mrae']:.4f}."]
+        first = train_log.get("init_training")
+        if first:
+            L[-1] += (f" These iterations continued from `{train_log['init']}` as an earlier run had left it, "
+                      f"after {first['steps']} iterations ({first['train_seconds']:.0f} s, "
+                      f"{first['iters_per_second']:.2f} it/s; same recipe, then a fresh cosine): "
+                      f"{first['steps'] + train_log['steps']} iterations and "
+                      f"{first['train_seconds'] + train_log['train_seconds']:.0f} s in all.")
     L += ["",
           "**Data:** synthetic scenes from `mstpp.synth` — measured reflectances (AMPAS 190 patches, PMC chart, "
           "CIE TCS; held out: ColorChecker BabelColor average, NIST CQS VS, CIE 1995 TCS) under CIE daylight "
@@ -292,7 +306,7 @@ def write_card(path: str | Path, section: str) -> None:
     if CARD_START in text and CARD_END in text:
         head, rest = text.split(CARD_START, 1)
         tail = rest.split(CARD_END, 1)[1].lstrip("\n")
-        text = head + section + tail
+        text = head + section + ("\n" + tail if tail else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.parent.mkdir(parents=True, exist_ok=True)
