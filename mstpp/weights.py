@@ -6,6 +6,8 @@ problem instead of a ``load_state_dict`` traceback.
 """
 from __future__ import annotations
 
+import hashlib
+
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,14 +154,24 @@ def seeded_state_dict(seed: int = DEFAULT_SEED) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def file_digest(path: str | Path, length: int = 12) -> str:
+    """First ``length`` hex digits of the file's SHA-256: names the exact weights a result was measured with."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:length]
+
+
 def resolve_weights(path: str | Path | None) -> tuple[dict[str, torch.Tensor], WeightSource]:
     """Weights for ``--weights PATH``; with no path, the shipped weights or the seeded default."""
     if path is not None and str(path) != "":
-        return read_state_dict(path), WeightSource(str(path), f"weights: {path}")
+        state = read_state_dict(path)
+        return state, WeightSource(str(path), f"weights: {path} (sha256 {file_digest(path)})")
     if SHIPPED_WEIGHTS.is_file():
         return read_state_dict(SHIPPED_WEIGHTS), WeightSource(
-            str(SHIPPED_WEIGHTS), f"weights: shipped {SHIPPED_WEIGHTS.name} (trained on synthetic scenes; "
-                                  "see model/MODEL_CARD.md)")
+            str(SHIPPED_WEIGHTS), f"weights: shipped {SHIPPED_WEIGHTS.name} (sha256 {file_digest(SHIPPED_WEIGHTS)}; "
+                                  "trained on synthetic scenes; see model/MODEL_CARD.md)")
     return seeded_state_dict(), WeightSource(
         None, f"weights: NOT TRAINED - seeded random initialisation (seed {DEFAULT_SEED}); "
               "outputs are not real spectra. Pass --weights PATH for a trained checkpoint.")

@@ -37,6 +37,17 @@ def test_seeded_default_is_deterministic_and_announced():
         assert set(state) == set(a)
 
 
+def test_weight_source_names_the_exact_file(tmp_path, golden_state):
+    """Results record which weights they were measured with: two different files never read the same."""
+    import hashlib
+
+    a, b = tmp_path / "a.pth", tmp_path / "b.pth"
+    save_checkpoint(golden_state, a)
+    save_checkpoint({k: v + 1 for k, v in golden_state.items()}, b)
+    da, db = resolve_weights(a)[1].description, resolve_weights(b)[1].description
+    assert f"sha256 {hashlib.sha256(a.read_bytes()).hexdigest()[:12]}" in da and da != db.replace("b.pth", "a.pth")
+
+
 def test_other_model_checkpoint_is_rejected(tmp_path):
     other = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 1, 1))
     path = tmp_path / "resnet.pth"
