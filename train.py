@@ -85,6 +85,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         f"like the evaluation on its centre after cropping {BORDER} px per border)")
     p.add_argument("--prefetch", type=int, default=1,
                    help="batches built ahead in background threads (raise it if the GPU waits for data)")
+    p.add_argument("--patches-per-scene", type=int, default=1,
+                   help="patches cut from each rendered scene: K cuts scene building per batch K-fold (the generator "
+                        "limits training speed on a GPU), at the cost of K patches sharing a layout and illuminant")
     p.add_argument("--save-every", type=int, default=1000)
     p.add_argument("--photos", default="", help="comma-separated subset of training photos (tests; default all)")
     p.add_argument("--no-progress", action="store_true", help="disable the tqdm bar")
@@ -93,6 +96,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         (args.iters is None or args.iters >= 1, "--iters must be >= 1"),
         (args.batch_size >= 1, "--batch-size must be >= 1"),
         (1 <= args.prefetch <= 16, "--prefetch must be in 1..16"),
+        (1 <= args.patches_per_scene <= args.batch_size, "--patches-per-scene must be in 1..--batch-size"),
         (args.patch >= 16 and args.patch % 8 == 0, "--patch must be a multiple of 8, >= 16"),
         (args.scene_size == 0 or args.scene_size >= args.patch, "--scene-size must be 0 or >= --patch"),
         (args.minutes >= 0 and math.isfinite(args.minutes), "--minutes must be >= 0"),
@@ -177,14 +181,15 @@ class Prefetcher:
     """
 
     def __init__(self, gen: SyntheticGenerator, batch: int, patch: int, scene: int, start: int,
-                 workers: int = 1) -> None:
+                 workers: int = 1, patches_per_scene: int = 1) -> None:
         self.gen, self.batch, self.patch, self.scene = gen, batch, patch, scene
+        self.per_scene = patches_per_scene
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="batches")
         self._pending = deque(self._submit(start + i) for i in range(workers))
         self._next = start + workers
 
     def _submit(self, index: int) -> Future:
-        return self._pool.submit(self.gen.training_batch, index, self.batch, self.patch, self.scene)
+        return self._pool.submit(self.gen.training_batch, index, self.batch, self.patch, self.scene, self.per_scene)
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         batch = self._pending.popleft().result()  # re-raises a worker's exception here
@@ -286,7 +291,8 @@ def train(args: argparse.Namespace) -> dict:
     val_border = BORDER if args.val_crop == 0 else 0
     aug_gen = torch.Generator().manual_seed(args.seed * 7919 + step)
     scene = args.scene_size or 2 * args.patch
-    fetch = Prefetcher(gen, args.batch_size, args.patch, scene, start=step, workers=args.prefetch)
+    fetch = Prefetcher(gen, args.batch_size, args.patch, scene, start=step, workers=args.prefetch,
+                       patches_per_scene=args.patches_per_scene)
 
     budget = args.minutes * 60.0
     calibrated = args.resume or budget <= 0
@@ -361,7 +367,8 @@ def train(args: argparse.Namespace) -> dict:
         "weights": str(out), "steps": step, "planned_steps": total, "stop_reason": stop_reason,
         "train_seconds": round(elapsed_before + train_s, 1), "setup_seconds": round(setup_s, 1),
         "iters_per_second": round(step / max(elapsed_before + train_s, 1e-9), 3),
-        "batch_size": args.batch_size, "patch": args.patch, "scene_size": scene, "lr": args.lr,
+        "batch_size": args.batch_size, "patch": args.patch, "scene_size": scene,
+        "patches_per_scene": args.patches_per_scene, "lr": args.lr,
         "lr_schedule": f"cosine to {LR_MIN}", "optimizer": "Adam(0.9, 0.999)", "loss": f"MRAE, eps {LOSS_EPS}",
         "amp": args.amp, "prefetch": args.prefetch, "compile": args.compile, "seed": args.seed, "device": str(dev), **origin,
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",

@@ -42,6 +42,25 @@ def test_different_seed_or_index_differs(gen0: SyntheticGenerator) -> None:
     assert not torch.equal(a.cubes, gen0.training_batch(4, 3, 32).cubes)
 
 
+def _found_in(patch: torch.Tensor, scene: torch.Tensor) -> bool:
+    size = patch.shape[-1]
+    return any(torch.equal(scene[:, y:y + size, x:x + size], patch)
+               for y in range(scene.shape[-2] - size + 1) for x in range(scene.shape[-1] - size + 1))
+
+
+@pytest.mark.parametrize("per_scene", [2, 3])
+def test_several_patches_per_scene(gen0: SyntheticGenerator, per_scene: int) -> None:
+    b = gen0.training_batch(5, 4, 16, 32, patches_per_scene=per_scene)
+    assert b.inputs.shape == (4, 3, 16, 16) and b.cubes.shape == (4, 31, 16, 16) and len(b.meta) == 4
+    scenes = gen0.scenes(5, 2, (32, 32))  # ceil(4 / per_scene) == 2 scenes for both values
+    for i in range(4):
+        s = i // per_scene
+        assert b.meta[i] == scenes.meta[s]
+        assert _found_in(b.cubes[i], scenes.cubes[s]) and _found_in(b.inputs[i], scenes.inputs[s])
+    with pytest.raises(ValueError, match="patches_per_scene"):
+        gen0.training_batch(5, 4, 16, 32, patches_per_scene=0)
+
+
 def test_value_ranges(gen0: SyntheticGenerator) -> None:
     b = gen0.scenes(0, 4, (64, 64))
     r = b.rendered
@@ -162,6 +181,7 @@ def test_card_section_lists_metrics_by_illuminant_family() -> None:
     text = card_section(result, log, "w.pth")
     assert "whole scenes scored inside a 128-px border" in text
     assert "continued from `a.pth`" in text and "400 iterations and 200 s in all" in text
+    assert "64-px scenes, Adam" in text and "(4 per scene)" in card_section(result, {**log, "patches_per_scene": 4}, "w")
 
 
 def test_eval_scene_deterministic_and_full_size() -> None:
@@ -248,12 +268,19 @@ def test_train_tiny_cpu_writes_loadable_checkpoint(tmp_path: Path, capsys) -> No
     assert code == 0, err[-2000:]
     log = json.loads(out2.with_suffix(".train.json").read_text())
     assert log["steps"] == 2 and log["init"] == str(out) and log["init_training"]["steps"] == 6
+    # Two patches per rendered scene: the run trains and the log says so.
+    out3 = tmp_path / "m3.pth"
+    code, err = _train([*common, "--iters", "1", "--patches-per-scene", "2", "--out", str(out3),
+                        "--state", str(tmp_path / "s3.pt")], capsys)
+    assert code == 0, err[-2000:]
+    assert json.loads(out3.with_suffix(".train.json").read_text())["patches_per_scene"] == 2
 
 
 @pytest.mark.parametrize("bad", [["--patch", "30"], ["--batch-size", "0"], ["--device", "nonsense"],
                                  ["--resume", "--state", "/nonexistent/x.pt"], ["--unknown"],
                                  ["--init", "/nonexistent/w.pth"], ["--compile", "--device", "cpu"],
-                                 ["--prefetch", "0"]])
+                                 ["--prefetch", "0"], ["--patches-per-scene", "0"],
+                                 ["--patches-per-scene", "3", "--batch-size", "2"]])
 def test_train_bad_args_one_line(bad: list[str], capsys) -> None:
     code, err = _train(bad, capsys)
     assert code == 2

@@ -212,6 +212,11 @@ def _fmt(v: float) -> str:
     return "inf" if math.isinf(v) else f"{v:.4g}"
 
 
+def _per_scene(train_log: dict) -> str:
+    k = train_log.get("patches_per_scene", 1)
+    return f" ({k} per scene)" if k > 1 else ""
+
+
 def _val_region(train_log: dict) -> str:
     if train_log.get("val_crop"):
         return f"{train_log['val_crop']}-px centre crop"
@@ -224,7 +229,8 @@ def card_section(result: dict, train_log: dict | None, weights: str) -> str:
     L += ["**Weights:** `" + weights + "` (fp32, official checkpoint layout)."]
     if train_log:
         L += [f"**Training:** {train_log['steps']} iterations, batch {train_log['batch_size']}, "
-              f"{train_log['patch']}x{train_log['patch']} patches cut from {train_log['scene_size']}-px scenes, "
+              f"{train_log['patch']}x{train_log['patch']} patches cut from {train_log['scene_size']}-px scenes"
+              f"{_per_scene(train_log)}, "
               f"{train_log['optimizer']}, lr {train_log['lr']} {train_log['lr_schedule']}, loss {train_log['loss']}, "
               f"AMP {train_log['amp']}, seed {train_log['seed']}; {train_log['train_seconds']:.0f} s on "
               f"{train_log['device_name']} ({train_log['iters_per_second']:.2f} it/s, torch {train_log['torch']}). "

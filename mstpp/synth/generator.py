@@ -250,23 +250,32 @@ class SyntheticGenerator:
             m.update(illuminant=name, illuminant_family=family, split=self.split)
         return SceneBatch(rendered, meta)
 
-    def training_batch(self, index: int, batch_size: int, patch: int, scene_size: int | None = None) -> SceneBatch:
-        """Random ``patch`` x ``patch`` crops, one per scene of ``scene_size`` (default 2 x patch).
+    def training_batch(self, index: int, batch_size: int, patch: int, scene_size: int | None = None,
+                       patches_per_scene: int = 1) -> SceneBatch:
+        """Random ``patch`` x ``patch`` crops, ``patches_per_scene`` from each scene of ``scene_size`` (default 2 x patch).
 
         Scenes are rendered and min-max normalised whole before cropping, as the full image is at
-        inference. Returns inputs [B, 3, patch, patch] and cubes [B, 31, patch, patch].
+        inference. Several patches per scene cut the rendering cost per batch by that factor; the patches of
+        one scene share its layout and illuminant. Returns inputs [B, 3, patch, patch], cubes
+        [B, 31, patch, patch] and one metadata dict per patch. ``patches_per_scene=1`` gives the same batches
+        as before that option existed.
         """
+        if patches_per_scene < 1:
+            raise ValueError(f"patches_per_scene must be >= 1, got {patches_per_scene}")
         scene = scene_size or 2 * patch
-        full = self.scenes(index, batch_size, (scene, scene))
+        n_scenes = -(-batch_size // patches_per_scene)
+        full = self.scenes(index, n_scenes, (scene, scene))
         gen = torch.Generator().manual_seed(_derive_seed(self.seed, SPLITS.index(self.split), index, 3))
         ys = torch.randint(scene - patch + 1, (batch_size,), generator=gen).tolist()
         xs = torch.randint(scene - patch + 1, (batch_size,), generator=gen).tolist()
+        source = [i // patches_per_scene for i in range(batch_size)]
 
         def crop(t: torch.Tensor) -> torch.Tensor:
-            return torch.stack([t[i, :, y:y + patch, x:x + patch] for i, (y, x) in enumerate(zip(ys, xs))])
+            return torch.stack([t[s, :, y:y + patch, x:x + patch] for s, y, x in zip(source, ys, xs)])
 
         r = full.rendered
-        return SceneBatch(Rendered(crop(r.rgb8), crop(r.inputs), crop(r.cubes)), full.meta)
+        meta = [dict(full.meta[s]) for s in source]
+        return SceneBatch(Rendered(crop(r.rgb8), crop(r.inputs), crop(r.cubes)), meta)
 
 
 def eval_scene(index: int, generator: SyntheticGenerator | None = None, seed: int = EVAL_SEED) -> SceneBatch:
