@@ -6,10 +6,14 @@ MRAE loss, 128 x 128 patches with random flips and 90-degree rotations. The MRAE
 ``+1e-3`` (``LOSS_EPS``) because synthetic labels can be ~0 in dark pixels / dark illuminant bands.
 
 Examples:
-    python train.py --minutes 18 --device cuda --amp bf16 --compile --prefetch 3   # H100 run -> model/mstpp_synthetic.pth
-    python train.py --minutes 18 --device cuda --amp bf16 --compile --prefetch 3 --resume   # continue from outputs/<name>.state.pt
-    python train.py --init model/mstpp_synthetic.pth --minutes 30 ...   # more training: fresh schedule from saved weights
-    python train.py --device cpu --patch 32 --iters 3 --batch-size 2 --val-scenes 1 --val-crop 64   # smoke test
+    # H100 run, writes model/mstpp_synthetic.pth and the resume state outputs/mstpp_synthetic.state.pt:
+    python train.py --minutes 18 --device cuda --amp bf16 --compile --prefetch 3
+    # continue that run:
+    python train.py --minutes 18 --device cuda --amp bf16 --compile --prefetch 3 --resume
+    # more training from saved weights, with a fresh schedule:
+    python train.py --init model/mstpp_synthetic.pth --minutes 30 --device cuda --amp bf16 --compile
+    # smoke test on the CPU:
+    python train.py --device cpu --patch 32 --iters 3 --batch-size 2 --val-scenes 1 --val-crop 64 --out /tmp/m.pth
 
 Weights are always written in fp32 (AMP only changes the compute dtype), in the official checkpoint
 layout via ``mstpp.weights.save_checkpoint``. The optimizer state needed for ``--resume`` goes to a
@@ -96,7 +100,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         (args.iters is None or args.iters >= 1, "--iters must be >= 1"),
         (args.batch_size >= 1, "--batch-size must be >= 1"),
         (1 <= args.prefetch <= 16, "--prefetch must be in 1..16"),
-        (1 <= args.patches_per_scene <= args.batch_size, "--patches-per-scene must be in 1..--batch-size"),
+        (1 <= args.patches_per_scene <= args.batch_size, f"--patches-per-scene must be in 1..{args.batch_size} (the batch size)"),
         (args.patch >= 16 and args.patch % 8 == 0, "--patch must be a multiple of 8, >= 16"),
         (args.scene_size == 0 or args.scene_size >= args.patch, "--scene-size must be 0 or >= --patch"),
         (args.minutes >= 0 and math.isfinite(args.minutes), "--minutes must be >= 0"),
@@ -339,8 +343,8 @@ def train(args: argparse.Namespace) -> dict:
                 bar.refresh()
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_ema if loss_ema is not None else float('nan'):.4f}", lr=f"{lr:.2e}",
-                            val=f"{last_val:.4f}")
+            bar.set_postfix(loss="-" if loss_ema is None else f"{loss_ema:.4f}", lr=f"{lr:.2e}",
+                            val="-" if math.isnan(last_val) else f"{last_val:.4f}")
         if args.val_every and step % args.val_every == 0 and val:
             last_val = validate(model, val, use_amp, val_border)
             history.append({"step": step, "val_mrae": last_val, "train_loss": loss_ema})
@@ -370,7 +374,8 @@ def train(args: argparse.Namespace) -> dict:
         "batch_size": args.batch_size, "patch": args.patch, "scene_size": scene,
         "patches_per_scene": args.patches_per_scene, "lr": args.lr,
         "lr_schedule": f"cosine to {LR_MIN}", "optimizer": "Adam(0.9, 0.999)", "loss": f"MRAE, eps {LOSS_EPS}",
-        "amp": args.amp, "prefetch": args.prefetch, "compile": args.compile, "seed": args.seed, "device": str(dev), **origin,
+        "amp": args.amp, "prefetch": args.prefetch, "compile": args.compile, "seed": args.seed, "device": str(dev),
+        **origin,
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__, "final_val_mrae": last_val, "val_scenes": args.val_scenes,
         "val_crop": args.val_crop, "val_border": val_border, "weights_dtype": "float32", "history": history,

@@ -7,7 +7,6 @@ problem instead of a ``load_state_dict`` traceback.
 from __future__ import annotations
 
 import hashlib
-
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path

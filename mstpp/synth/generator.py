@@ -252,11 +252,11 @@ class SyntheticGenerator:
 
     def training_batch(self, index: int, batch_size: int, patch: int, scene_size: int | None = None,
                        patches_per_scene: int = 1) -> SceneBatch:
-        """Random ``patch`` x ``patch`` crops, ``patches_per_scene`` from each scene of ``scene_size`` (default 2 x patch).
+        """Random ``patch`` x ``patch`` crops, ``patches_per_scene`` of them from each rendered scene.
 
-        Scenes are rendered and min-max normalised whole before cropping, as the full image is at
-        inference. Several patches per scene cut the rendering cost per batch by that factor; the patches of
-        one scene share its layout and illuminant. Returns inputs [B, 3, patch, patch], cubes
+        Scenes are ``scene_size`` pixels square (default 2 x patch), rendered and min-max normalised whole
+        before cropping, as the full image is at inference. Several patches per scene cut the rendering
+        cost per batch by that factor; the patches of one scene share its layout and illuminant. Returns inputs [B, 3, patch, patch], cubes
         [B, 31, patch, patch] and one metadata dict per patch. ``patches_per_scene=1`` gives the same batches
         as before that option existed.
         """
