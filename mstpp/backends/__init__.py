@@ -100,7 +100,9 @@ def make_runner(route: str, state_dict: Mapping[str, torch.Tensor], device: str 
     except KeyError:
         raise ValueError(f"unknown route {route!r}; known routes: {', '.join(ROUTES)}") from None
     if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        from ..devices import default_device
+
+        device = default_device()
     if spec.cuda_only:
         require_cuda(route)
     runner = spec.factory(state_dict, device, **{**spec.defaults, **options})

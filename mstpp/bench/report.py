@@ -66,6 +66,13 @@ def group_by_environment(results: Sequence[BenchResult]) -> list[BenchResult]:
     return merged
 
 
+def mode_label(mode: str, environment: Mapping[str, Any]) -> str:
+    """How a row's timing mode is shown: ``gpu`` (device work) reads ``cpu`` for a run without a GPU."""
+    if mode == "gpu" and not environment.get("gpu"):
+        return "cpu"
+    return mode
+
+
 def _label_order(rows: Sequence[Row]) -> list[str]:
     # Baseline first, then in the order the runs measured them.
     labels = list(dict.fromkeys(r.label for r in rows))
@@ -99,11 +106,12 @@ def latency_table(rows: Sequence[Row], mode: str = "gpu") -> str:
     return note + "\n\n" + md_table(headers, body)
 
 
-def details_table(rows: Sequence[Row]) -> str:
+def details_table(rows: Sequence[Row], environment: Mapping[str, Any] | None = None) -> str:
     """Every successful row with all statistics, memory and the timing method."""
+    environment = {"gpu": True} if environment is None else environment
     headers = ["route", "mode", "batch", "runs", "median ms", "p90 ms", "p99 ms", "min ms", "std ms",
                "wall median ms", "img/s", "speed-up", "peak torch MiB", "device MiB", "timing"]
-    body = [[r.label, r.mode, r.batch, r.n_runs, fmt(r.median_ms), fmt(r.p90_ms), fmt(r.p99_ms), fmt(r.min_ms),
+    body = [[r.label, mode_label(r.mode, environment), r.batch, r.n_runs, fmt(r.median_ms), fmt(r.p90_ms), fmt(r.p99_ms), fmt(r.min_ms),
              fmt(r.std_ms), fmt(r.wall_median_ms), fmt(r.throughput_ips), fmt(r.speedup, "x"),
              fmt(r.peak_torch_mib, "int"), fmt(r.device_mem_mib, "int"), r.timing_method]
             for r in rows if r.ok and r.repeat == 0]
@@ -171,11 +179,13 @@ def render_latency_section(res: BenchResult, figures: Sequence[tuple[str, str]] 
     parts = [f"## {hw}", "", "Result files:", *_metadata_lines(res), ""]
     for height, width in shapes:
         rows = [r for r in res.rows if (r.height, r.width) == (height, width)]
-        for mode, what in (("gpu", "device work, input already on the device"),
+        device_work = ("device work, input already on the device" if env.get("gpu")
+                       else "CPU: no GPU on this machine, input in host memory")
+        for mode, what in (("gpu", device_work),
                            ("e2e", "end to end: pinned host input -> device -> output back in pinned host memory")):
             if any(r.mode == mode and r.ok for r in rows):
                 parts += [f"### Latency, {what}: 3x{height}x{width}", "", latency_table(rows, mode), ""]
-        parts += [f"### All statistics: 3x{height}x{width}", "", details_table(rows), ""]
+        parts += [f"### All statistics: 3x{height}x{width}", "", details_table(rows, env), ""]
     rep = repeat_table(res.rows)
     if rep:
         parts += ["### Repeat check (the baseline measured twice in one run)", "", rep, ""]
@@ -197,31 +207,63 @@ def accuracy_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return md_table(cols, body) + ("\n\n" + "\n".join(notes) if notes else "")
 
 
+def rel_error_note(accuracy: Sequence[Mapping[str, Any]]) -> str:
+    """How the relative-error columns are computed, with the floor the files record."""
+    from ..metrics import REL_ERROR_FLOOR
+
+    floors = sorted({float(f.get("metadata", {}).get("rel_error_floor", REL_ERROR_FLOOR)) for f in accuracy})
+    shown = ", ".join(f"{v:g}" for v in floors)
+    return (f"Relative error = |route - reference| / (|reference| + floor), floor = {shown} (files written before "
+            f"the floor was recorded used {REL_ERROR_FLOOR:g}). MST++ outputs are reflectances in [0, 1]; where the "
+            "reference is close to 0 (dark pixels and bands) a tiny absolute error gives a large relative one, so "
+            "max_rel can reach 1e3-1e4 while max_abs stays small: judge routes by the abs columns, mean_rel and "
+            "median_rel.")
+
+
+def int8_speed_table(speed: Sequence[Mapping[str, Any]]) -> str:
+    """performance_int8.py's speed rows: one batch per call, median latency in ms."""
+    body = []
+    for s in speed:
+        ms = s.get("median_ms")
+        shape = f"{s['batch']}x3x{s['height']}x{s['width']}" if "height" in s else "–"
+        body.append([s.get("route"), s.get("status"), shape, "–" if ms is None else f"{fmt(ms)} ms",
+                     "–" if not ms else f"{fmt(s.get('batch', 1) * 1000.0 / ms)} img/s", s.get("reason") or ""])
+    return md_table(["route", "status", "input", "median latency", "throughput", "reason"], body)
+
+
 def render_accuracy_section(accuracy: Sequence[Mapping[str, Any]], figures: Sequence[tuple[str, str]] = ()) -> str:
-    parts = ["## Accuracy (vs PyTorch FP32)", ""]
+    parts = ["## Accuracy (vs PyTorch FP32)", "", rel_error_note(accuracy), ""]
     for env_file in accuracy:
         meta = env_file.get("metadata", {})
-        parts += [f"### `{meta.get('source', '?')}`", ""]
+        env = env_file.get("environment", {})
+        hw = env.get("gpu") or (f"CPU ({env['cpu']})" if env.get("cpu") else None)
+        parts += [f"### `{meta.get('source', '?')}`" + (f" ({hw})" if hw else ""), ""]
         if meta.get("weights"):
             parts += [str(meta["weights"]), ""]
         parts += [accuracy_table(env_file["rows"]), ""]
+        if meta.get("speed"):
+            size = meta.get("size")
+            parts += [f"INT8 speed{f' at {size[0]}x{size[1]}' if size else ''} (the FP32 ONNX Runtime route "
+                      "first, for comparison):", "", int8_speed_table(meta["speed"]), ""]
     if figures:
         parts += [*_figure_lines(figures), ""]
     return "\n".join(parts)
 
 
 def render_report(latency: Sequence[BenchResult], accuracy: Sequence[Mapping[str, Any]] = (),
-                  figures: Figures | None = None) -> str:
+                  figures: Figures | None = None, results_dir: str = "docs/results") -> str:
     """The whole report as markdown.
 
     Args:
         latency: one result per hardware (see :func:`group_by_environment`).
         accuracy: accuracy envelopes (``kind == "accuracy"``).
         figures: ``{environment slug or "accuracy": [(caption, relative link), ...]}``.
+        results_dir: the folder the results were read from, as the report names it.
     """
     figures = figures or {}
     parts = ["# MST++ inference benchmark report", "",
-             "Generated by `make_report.py` from the result files in `docs/results/`; do not edit by hand.", "",
+             f"Generated by `make_report.py` from the result files in `{results_dir.rstrip('/')}/`; "
+             "do not edit by hand.", "",
              "Protocol: CUDA-event timing of the GPU work after warm-up (>= 200 ms and >= 20 runs), then "
              ">= 3 s or >= 100 runs measured (whichever comes first), each run synchronised; CPU routes "
              "timed with `perf_counter`. Throughput = batch / median latency. "
@@ -253,8 +295,9 @@ def draw_figures(latency: Sequence[BenchResult], accuracy: Sequence[Mapping[str,
             continue
         figs = out.setdefault(slug, [])
         for mode in sorted({r.mode for r in ok}):
-            path = plots.plot_latency_throughput(ok, figures_dir / f"{slug}_latency_throughput_{mode}.png", mode)
-            figs.append((f"latency vs throughput ({mode})", _link(path, report_path)))
+            label = mode_label(mode, res.environment)
+            path = plots.plot_latency_throughput(ok, figures_dir / f"{slug}_latency_throughput_{label}.png", mode)
+            figs.append((f"latency vs throughput ({label})", _link(path, report_path)))
         batches = sorted({r.batch for r in ok if r.speedup is not None and r.mode == "gpu"})
         for batch in sorted({batches[0], batches[-1]}) if batches else []:
             path = plots.plot_speedup(ok, batch, figures_dir / f"{slug}_speedup_b{batch}.png")
@@ -276,5 +319,16 @@ def build_report(results_dir: str | Path = "docs/results", report_path: str | Pa
     latency = group_by_environment(latency_files)
     figures = draw_figures(latency, accuracy, figures_dir, report_path) if with_figures else {}
     report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(render_report(latency, accuracy, figures), encoding="utf-8")
+    report_path.write_text(render_report(latency, accuracy, figures, _shown_dir(Path(results_dir))),
+                           encoding="utf-8")
     return report_path
+
+
+def _shown_dir(path: Path) -> str:
+    # Reports get committed: name the results folder relative to the working folder where possible.
+    if path.is_absolute():
+        try:
+            return path.relative_to(Path.cwd()).as_posix()
+        except ValueError:
+            return path.name
+    return path.as_posix()

@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 
 from ..backends import RouteUnavailable, Runner, make_runner
+from ..devices import default_device
 from .results import BASELINE_ROUTE, Row
 from .stats import median, summarize
 from .timing import (EndToEndStep, MemoryProbe, TimingConfig, TimingResult, capture_cuda_graph,
@@ -39,10 +40,6 @@ class BenchOptions:
     e2e: bool = False
     runner_options: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def is_oom(exc: BaseException) -> bool:

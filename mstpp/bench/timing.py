@@ -45,6 +45,12 @@ class TimingConfig:
                 "min_runs": self.min_runs, "floor_runs": self.floor_runs}
 
 
+#: The protocol's full measurement (the dataclass defaults): >= 200 ms / 20 warm-up runs, then 3 s or 100 runs.
+FULL_TIMING = TimingConfig()
+#: Smoke-test timing for CPU runs and --quick: no warm-up time, 2 warm-up runs, 0.3 s or 10 runs, >= 3 runs.
+QUICK_TIMING = TimingConfig(warmup_ms=0.0, warmup_runs=2, min_ms=300.0, min_runs=10, floor_runs=3)
+
+
 @dataclass
 class TimingResult:
     """Samples of one measurement, one per run, in milliseconds.

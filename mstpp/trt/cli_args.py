@@ -2,21 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
-from ..cli import add_shape_args
+from ..cli import add_shape_args, bhw_shape
 from ..errors import UserError
 from .builder import BuildSettings, ShapeRange
 
 MODES = ("FP32", "FP16", "INT8")
-
-
-def _bhw(text: str) -> tuple[int, int, int]:
-    m = re.fullmatch(r"(\d+)x(\d+)x(\d+)", text.strip())
-    if not m or min(int(g) for g in m.groups()) < 1:
-        raise argparse.ArgumentTypeError(f"expected BxHxW with positive integers, e.g. 1x512x482, got {text!r}")
-    return int(m[1]), int(m[2]), int(m[3])
 
 
 def add_engine_args(p: argparse.ArgumentParser, default_plan: str) -> None:
@@ -28,21 +20,40 @@ def add_engine_args(p: argparse.ArgumentParser, default_plan: str) -> None:
     p.add_argument("--dynamic", action="store_true",
                    help="dynamic batch/H/W with a shape profile: min --min-shape, opt the given shape, "
                         "max --max-shape")
-    p.add_argument("--min-shape", type=_bhw, default=(1, 16, 16), metavar="BxHxW",
+    p.add_argument("--min-shape", type=bhw_shape, default=(1, 16, 16), metavar="BxHxW",
                    help="profile minimum with --dynamic (default 1x16x16)")
-    p.add_argument("--max-shape", type=_bhw, default=None, metavar="BxHxW",
+    p.add_argument("--max-shape", type=bhw_shape, default=None, metavar="BxHxW",
                    help="profile maximum with --dynamic (default <batch>x1024x1024)")
     p.add_argument("--workspace", type=float, default=4.0, help="builder workspace in GiB (default 4)")
     p.add_argument("--no-tf32", action="store_true",
                    help="FP32 engines without TF32 (TensorRT enables TF32 for FP32 by default)")
     p.add_argument("--timing-cache", type=Path, default=Path("build") / "mstpp.timing.cache",
                    help="timing cache file, read and updated (default build/mstpp.timing.cache)")
-    p.add_argument("--calib-cache", type=Path, default=None,
-                   help="INT8: calibration cache from calibrator.py (default: calibrate now on data/samples "
-                        "and synthetic scenes, saved beside the plan)")
     p.add_argument("--trt", choices=("auto", "tensorrt", "tensorrt_rtx"), default="auto",
-                   help="which TensorRT to use (default: tensorrt if installed, else tensorrt_rtx)")
+                   help="which TensorRT to use (default auto: tensorrt if installed, else tensorrt_rtx)")
     p.add_argument("--verbose", action="store_true", help="print TensorRT's info messages")
+
+
+def add_calibration_table_arg(p: argparse.ArgumentParser | argparse._ActionsContainer, what: str) -> None:
+    """--calibration_table_path, the 2022 project's INT8 option: a cache reused when present, else written."""
+    p.add_argument(
+        "--calibration_table_path", "--calibration-table-path", type=Path, default=None, metavar="PATH",
+        help=f"INT8: calibration cache of {what}; reused when the file exists, else calibrated now and "
+             "written there (default: none, calibrate every build)")
+
+
+def calibration_files(calib_cache: Path | None, table_path: Path | None,
+                      fresh_cache: Path) -> tuple[Path | None, Path | None]:
+    """(cache to read, path to save a new calibration to) for the INT8 options of a build.
+
+    ``--calib-cache`` must exist; ``--calibration_table_path`` is read when it exists, else written; with
+    neither, a new calibration is saved to ``fresh_cache``.
+    """
+    if calib_cache is not None:
+        return calib_cache, None
+    if table_path is not None:
+        return (table_path, None) if table_path.is_file() else (None, table_path)
+    return None, fresh_cache
 
 
 def shape_range(args: argparse.Namespace) -> ShapeRange:
@@ -63,4 +74,3 @@ def build_settings(args: argparse.Namespace, route: str, **notes) -> BuildSettin
     return BuildSettings(route=route, precision=args.mode.lower(), shapes=shape_range(args),
                          workspace_gib=args.workspace, tf32=not args.no_tf32,
                          timing_cache=str(args.timing_cache), notes=notes)
-

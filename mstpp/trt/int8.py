@@ -7,7 +7,6 @@
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -18,21 +17,25 @@ from ..calibration import calibrate, calibration_images, load_amax, save_cache
 from ..errors import UserError
 
 
-def activation_ranges(args: argparse.Namespace, state: Mapping[str, torch.Tensor],
-                      weights: Mapping[str, np.ndarray]) -> dict[str, float]:
-    """{module: amax} from ``--calib-cache``, or calibrate now and save ``<plan>.calib.json``."""
+def activation_ranges(state: Mapping[str, torch.Tensor], weights: Mapping[str, np.ndarray],
+                      cache: str | Path | None, save_to: str | Path | None = None) -> dict[str, float]:
+    """{module: amax}: read from the calibration ``cache`` file, or, when ``cache`` is None, calibrated
+    now on the default calibration images and saved to ``save_to`` first.
+
+    Raises:
+        UserError: the cache is missing, unreadable, or lacks a convolution of ``weights``.
+    """
     from ..backends.onnx_cache import weights_digest
     from .network import conv_module_names
 
-    if args.calib_cache:
-        amax = load_amax(args.calib_cache)
-    else:
+    if cache is None:
+        if save_to is None:
+            raise ValueError("activation_ranges needs a cache to read or a path to save a new one to")
         images = calibration_images()
         ranges = calibrate(state, images)
-        path = save_cache(Path(str(args.plan_path) + ".calib.json"), ranges, "percentile", 99.99, len(images),
-                          weights_digest(state))
-        print(f"calibrated on {len(images)} images -> {path}")
-        amax = load_amax(path)
+        cache = save_cache(save_to, ranges, "percentile", 99.99, len(images), weights_digest(state))
+        print(f"calibrated on {len(images)} images -> {cache}")
+    amax = load_amax(cache)
     missing = [m for m in conv_module_names(weights) if m not in amax]
     if missing:
         raise UserError(f"calibration cache lacks {len(missing)} modules (first: {missing[0]}); recalibrate")
