@@ -150,9 +150,6 @@ def write_accuracy(rows: Sequence[Mapping[str, Any]], environment: Mapping[str, 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, csv_path = out_dir / f"{tag}.json", out_dir / f"{tag}.csv"
-    from ..metrics import REL_ERROR_FLOOR
-
-    metadata = {"rel_error_floor": REL_ERROR_FLOOR, **metadata}
     envelope = {"kind": "accuracy", "schema": 1, "metadata": dict(metadata), "environment": dict(environment),
                 "rows": [dict(r) for r in rows]}
     json_path.write_text(json.dumps(envelope, indent=1, default=str) + "\n")

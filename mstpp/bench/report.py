@@ -213,8 +213,10 @@ def rel_error_note(accuracy: Sequence[Mapping[str, Any]]) -> str:
 
     floors = sorted({float(f.get("metadata", {}).get("rel_error_floor", REL_ERROR_FLOOR)) for f in accuracy})
     shown = ", ".join(f"{v:g}" for v in floors)
-    return (f"Relative error = |route - reference| / (|reference| + floor), floor = {shown} (files written before "
-            f"the floor was recorded used {REL_ERROR_FLOOR:g}). MST++ outputs are reflectances in [0, 1]; where the "
+    older = any("rel_error_floor" not in f.get("metadata", {}) for f in accuracy)
+    return (f"Relative error = |route - reference| / (|reference| + floor), floor = {shown}"
+            + (f" (files that do not record it used {REL_ERROR_FLOOR:g})" if older else "")
+            + ". MST++ outputs are reflectances in [0, 1]; where the "
             "reference is close to 0 (dark pixels and bands) a tiny absolute error gives a large relative one, so "
             "max_rel can reach 1e3-1e4 while max_abs stays small: judge routes by the abs columns, mean_rel and "
             "median_rel.")

@@ -57,6 +57,7 @@ def _run(argv: Sequence[str] | None) -> int:
     from mstpp.bench.environment import capture_environment, environment_slug
     from mstpp.devices import resolve_device
     from mstpp.errors import UserError
+    from mstpp.metrics import REL_ERROR_FLOOR
     from mstpp.weights import resolve_weights
 
     device = resolve_device(args.device)
@@ -83,7 +84,8 @@ def _run(argv: Sequence[str] | None) -> int:
     rows = evaluate_routes(routes, samples, state, device, progress=not args.no_progress)
     env = capture_environment(device)
     tag = args.tag or f"accuracy-{environment_slug(env)}" + ("-quick" if quick else "")
-    meta = {"tag": tag, "weights": source.description, "reference": f"{REFERENCE_ROUTE} (PyTorch FP32 eager, TF32 off)",
+    meta = {"tag": tag, "weights": source.description, "rel_error_floor": REL_ERROR_FLOOR,
+            "reference": f"{REFERENCE_ROUTE} (PyTorch FP32 eager, TF32 off)",
             "images": [s.name for s in samples], "quick": quick,
             "centre_crop": "128 px off each border (images larger than 256 px)"}
     json_path, _ = write_accuracy(rows, env, meta, args.out_dir, tag)

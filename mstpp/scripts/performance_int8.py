@@ -79,6 +79,7 @@ def _run(argv: Sequence[str] | None) -> int:
     from mstpp.bench.runner_loop import BenchOptions, benchmark_route
     from mstpp.bench.timing import FULL_TIMING, QUICK_TIMING
     from mstpp.devices import default_device
+    from mstpp.metrics import REL_ERROR_FLOOR
     from mstpp.trt.int8 import fit_image
     from mstpp.weights import resolve_weights
 
@@ -112,7 +113,8 @@ def _run(argv: Sequence[str] | None) -> int:
         print(f"  {block:<34} max rel error {err:.4f}")
     env = capture_environment(device)
     tag = args.tag or f"int8-{environment_slug(env)}"
-    meta = {"tag": tag, "weights": source.description, "size": [h, w], "speed": speed, "localisation": where,
+    meta = {"tag": tag, "weights": source.description, "rel_error_floor": REL_ERROR_FLOOR, "size": [h, w],
+            "speed": speed, "localisation": where,
             "quant": "onnxruntime quantize_static, QDQ, Conv only, per-channel symmetric weights, "
                      "symmetric activations, percentile 99.99 calibration"}
     json_path, _ = write_accuracy(rows, env, meta, args.out_dir, tag)
