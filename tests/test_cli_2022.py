@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -99,6 +100,8 @@ def test_2022_fp32_api_chain_end_to_end(tmp_path):
 
         detect()
     except Exception as exc:  # noqa: BLE001 - any failure to find TensorRT means this machine cannot build
+        if os.environ.get("CI"):  # requirements.txt installs TensorRT-RTX: CI must run this chain
+            pytest.fail(f"no TensorRT or TensorRT-RTX in CI: {exc}")
         pytest.skip(f"no TensorRT or TensorRT-RTX: {exc}")
     (tmp_path / "model").mkdir()
     for line in LINES_2022[:3]:
