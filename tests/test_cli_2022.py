@@ -10,7 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from mstpp.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,16 +82,24 @@ def test_2022_option_mistakes_are_one_line(argv, fragment):
     assert fragment in lines[0] and "Traceback" not in proc.stderr
 
 
-def test_calibration_files_reuse_or_write(tmp_path):
-    from mstpp.trt.cli_args import calibration_files
+def test_calibration_table_is_reused_when_present_and_written_when_missing(tmp_path, monkeypatch):
+    from mstpp.trt import int8
+    from mstpp.weights import seeded_state_dict
 
-    fresh = tmp_path / "plan.calib.json"
+    state = seeded_state_dict()
+    weights = {k: v.numpy() for k, v in state.items()}
+    calls = []
+    monkeypatch.setattr(int8, "calibration_images", lambda: [np.zeros((3, 16, 16), np.float32)])
+    real_calibrate = int8.calibrate
+    monkeypatch.setattr(int8, "calibrate", lambda s, imgs: calls.append(len(imgs)) or real_calibrate(s, imgs,
+                                                                                                   progress=False))
     table = tmp_path / "mst_calibration_b1.cache"
-    assert calibration_files(None, None, fresh) == (None, fresh)
-    assert calibration_files(None, table, fresh) == (None, table)  # missing: calibrate, write it there
-    table.write_text("{}")
-    assert calibration_files(None, table, fresh) == (table, None)  # present: reuse it
-    assert calibration_files(tmp_path / "c.json", None, fresh) == (tmp_path / "c.json", None)
+    first = int8.activation_ranges(state, weights, table)
+    assert table.is_file() and calls == [1]  # missing: calibrated and written
+    second = int8.activation_ranges(state, weights, table)
+    assert calls == [1] and second == first  # present: reused, no calibration
+    with pytest.raises(UserError, match="calibration cache not found"):
+        int8.activation_ranges(state, weights, tmp_path / "missing.json", must_exist=True)
 
 
 def test_2022_fp32_api_chain_end_to_end(tmp_path):

@@ -38,8 +38,8 @@ def build_parser() -> CliParser:
     add_engine_args(p, "build/mstpp_api_fp32.plan")
     calibration = p.add_mutually_exclusive_group()
     calibration.add_argument("--calib-cache", type=Path, default=None, metavar="PATH",
-                             help="INT8: an existing calibration cache from calibrator.py (default: calibrate now "
-                                  "on data/samples and synthetic scenes, saved as <plan>.calib.json)")
+                             help="INT8: an existing calibration cache from calibrator.py (default: <plan>.calib.json, "
+                                  "reused when present, else calibrated now on data/samples and synthetic scenes)")
     add_calibration_table_arg(calibration, "calibrator.py's format")
     p.add_argument("--plugins", choices=("none", "ours", "fused"), default="none",
                    help="none: native TensorRT layers; ours: our CUDA plugins for LayerNorm/L2Norm/GELU; "
@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    from mstpp.trt.cli_args import build_settings, calibration_files
+    from mstpp.trt.cli_args import build_settings
     from mstpp.trt.engines import build_api_engine
     from mstpp.trt.int8 import activation_ranges
     from mstpp.trt.plugins import load_plugin_library
@@ -75,12 +75,11 @@ def _run(argv: Sequence[str] | None) -> int:
         load_plugin_library(info, args.plugin_lib)
     weights = {k: v.numpy() for k, v in state.items()}
     amax = None
-    if args.mode == "INT8":
-        read, save_to = calibration_files(args.calib_cache, args.calibration_table_path,
-                                          Path(f"{args.plan_path}.calib.json"))
-        if read is not None:
-            print(f"calibration cache: {read}")
-        amax = activation_ranges(state, weights, read, save_to)
+    if args.mode == "INT8":  # --calib-cache must exist; --calibration_table_path is reused or written
+        cache = args.calib_cache or args.calibration_table_path or Path(f"{args.plan_path}.calib.json")
+        if cache.is_file():
+            print(f"calibration cache: {cache}")
+        amax = activation_ranges(state, weights, cache, must_exist=args.calib_cache is not None)
     settings = build_settings(args, "api", weights=source.description)
     settings.plugins = args.plugins
     plan = build_api_engine(info, weights, settings, args.plan_path, amax, verbose=args.verbose)

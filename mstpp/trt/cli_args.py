@@ -42,20 +42,6 @@ def add_calibration_table_arg(p: argparse.ArgumentParser | argparse._ActionsCont
              "written there (default: none, calibrate every build)")
 
 
-def calibration_files(calib_cache: Path | None, table_path: Path | None,
-                      fresh_cache: Path) -> tuple[Path | None, Path | None]:
-    """(cache to read, path to save a new calibration to) for the INT8 options of a build.
-
-    ``--calib-cache`` must exist; ``--calibration_table_path`` is read when it exists, else written; with
-    neither, a new calibration is saved to ``fresh_cache``.
-    """
-    if calib_cache is not None:
-        return calib_cache, None
-    if table_path is not None:
-        return (table_path, None) if table_path.is_file() else (None, table_path)
-    return None, fresh_cache
-
-
 def shape_range(args: argparse.Namespace) -> ShapeRange:
     opt = (args.batch_size, 3, args.height, args.width)
     if not args.dynamic:

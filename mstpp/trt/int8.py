@@ -18,24 +18,25 @@ from ..errors import UserError
 
 
 def activation_ranges(state: Mapping[str, torch.Tensor], weights: Mapping[str, np.ndarray],
-                      cache: str | Path | None, save_to: str | Path | None = None) -> dict[str, float]:
-    """{module: amax}: read from the calibration ``cache`` file, or, when ``cache`` is None, calibrated
-    now on the default calibration images and saved to ``save_to`` first.
+                      cache_path: str | Path, must_exist: bool = False) -> dict[str, float]:
+    """{module: amax} for every convolution of the network, from the calibration cache ``cache_path``.
+
+    The cache is reused when present and written when missing (calibrating now on the default images);
+    with ``must_exist`` a missing file is an error instead.
 
     Raises:
-        UserError: the cache is missing, unreadable, or lacks a convolution of ``weights``.
+        UserError: the file is missing (``must_exist``), unreadable, or lacks a module of ``weights``.
     """
     from ..backends.onnx_cache import weights_digest
     from .network import conv_module_names
 
-    if cache is None:
-        if save_to is None:
-            raise ValueError("activation_ranges needs a cache to read or a path to save a new one to")
+    cache_path = Path(cache_path)
+    if not cache_path.is_file() and not must_exist:
         images = calibration_images()
         ranges = calibrate(state, images)
-        cache = save_cache(save_to, ranges, "percentile", 99.99, len(images), weights_digest(state))
-        print(f"calibrated on {len(images)} images -> {cache}")
-    amax = load_amax(cache)
+        save_cache(cache_path, ranges, "percentile", 99.99, len(images), weights_digest(state))
+        print(f"calibrated on {len(images)} images -> {cache_path}")
+    amax = load_amax(cache_path)
     missing = [m for m in conv_module_names(weights) if m not in amax]
     if missing:
         raise UserError(f"calibration cache lacks {len(missing)} modules (first: {missing[0]}); recalibrate")
