@@ -101,6 +101,7 @@
 #include <type_traits>
 
 #include "block_common.cuh"
+#include "dwconv.cuh"
 #include "mma16.cuh"
 
 namespace mstpp
@@ -198,8 +199,8 @@ struct FfnConfig
 //   C = 124:  8 x  8 tile, 10 x 10 halo = 100 px (1.56), 256 blocks per image (about one wave on 132 SMs)
 // Larger tiles for C = 62 / 124 would cut the halo overhead but give fewer blocks than the GPU holds.
 using Ffn31 = FfnConfig<31, 14, 14, 8, 7>;
-using Ffn62 = FfnConfig<62, 6, 14, 4, 6>;
-using Ffn124 = FfnConfig<124, 8, 8, 4, 8>;
+using Ffn62 = FfnConfig<62, 6, 14, 4, 3>;
+using Ffn124 = FfnConfig<124, 8, 8, 4, 4>;
 
 // W1 chunk [K hidden][C] -> w1s[c * W1P + j], zero for hidden channels past 4C. Warp w, lane l, step i copies
 // hidden j = 4w + l / 8 and channel c = 8i + l % 8: 8 consecutive channels of one W1 row per 8 lanes (one
@@ -316,68 +317,25 @@ __device__ __forceinline__ void gemm1_gelu(float const* xs, float const* w1s, fl
     }
 }
 
-// h2s[j][r * TW + c] = GELU(sum_{dy,dx} wds[j][dy][dx] * hs[j][(r + dy) * HTW + c + dx]) for the output pixels.
+// h2s[j][r * TW + c] = GELU(sum_{dy,dx} wds[j][dy][dx] * hs[j][(r + dy) * HTW + c + dx]) for the output pixels
+// (exact erf GELU, FP32).
 template <typename Cfg>
 __device__ __forceinline__ void depthwise_gelu(float const* hs, float const* wds, float* h2s)
 {
     constexpr int R = Cfg::R;
-    constexpr int TH = Cfg::TH;
-    constexpr bool kEven = TH % R == 0;
-#pragma unroll 1
-    for (int it = 0; it < Cfg::kDwIters; ++it)
-    {
-        int const u = threadIdx.x + it * Cfg::kThreads;
-        if (u < Cfg::kDwUnits)
+    static_assert(Cfg::TH % R == 0 && Cfg::TW % 2 == 0 && Cfg::HTW % 2 == 0 && Cfg::NHP % 2 == 0, "DW units");
+    dw::for_each_unit<Cfg::K, Cfg::TW / 2, Cfg::TH / R, Cfg::kThreads>([&](int j, int cp, int rb) {
+        float w[9];
+        dw::load_taps(wds + j * 9, w);
+        float2 o[R];
+        dw::conv3x3_pair<R, Cfg::HTW>(hs + j * Cfg::NHP + rb * R * Cfg::HTW + 2 * cp, w, o);
+        float* const op = h2s + j * Cfg::NOP + rb * R * Cfg::TW + 2 * cp;
+#pragma unroll
+        for (int r = 0; r < R; ++r)
         {
-            int const col = u % Cfg::TW;
-            int const rest = u / Cfg::TW;
-            int const r0 = (rest % Cfg::NRB) * R;
-            int const j = rest / Cfg::NRB;
-            float const* hp = hs + j * Cfg::NHP + r0 * Cfg::HTW + col;
-            float w[9];
-#pragma unroll
-            for (int k = 0; k < 9; ++k)
-            {
-                w[k] = wds[j * 9 + k];
-            }
-            float o[R];
-#pragma unroll
-            for (int r = 0; r < R; ++r)
-            {
-                o[r] = 0.0f;
-            }
-#pragma unroll
-            for (int i = 0; i < R + 2; ++i)
-            {
-                if (kEven || r0 + i < TH + 2)
-                {
-                    float const v0 = hp[i * Cfg::HTW];
-                    float const v1 = hp[i * Cfg::HTW + 1];
-                    float const v2 = hp[i * Cfg::HTW + 2];
-#pragma unroll
-                    for (int dy = 0; dy < 3; ++dy)
-                    {
-                        int const r = i - dy; // output row fed by halo row i through kernel row dy
-                        if (r >= 0 && r < R)
-                        {
-                            o[r] = fmaf(w[dy * 3 + 0], v0, o[r]);
-                            o[r] = fmaf(w[dy * 3 + 1], v1, o[r]);
-                            o[r] = fmaf(w[dy * 3 + 2], v2, o[r]);
-                        }
-                    }
-                }
-            }
-            float* op = h2s + j * Cfg::NOP + r0 * Cfg::TW + col;
-#pragma unroll
-            for (int r = 0; r < R; ++r)
-            {
-                if (kEven || r0 + r < TH)
-                {
-                    op[r * Cfg::TW] = gelu_erf(o[r]);
-                }
-            }
+            *reinterpret_cast<float2*>(op + r * Cfg::TW) = make_float2(gelu_erf(o[r].x), gelu_erf(o[r].y));
         }
-    }
+    });
 }
 
 // Launch assumptions: blockDim.x == Cfg::kThreads; dynamic shared memory Cfg::kSmemBytes; gridDim.x ==
@@ -718,6 +676,9 @@ struct FfnTcConfig
     static constexpr int NHN = round_up(NH, 8); // halo pixels through GEMM1 (n8 tiles)
     static constexpr int NT1 = NHN / 8;
     static constexpr int HSP = pitch_with_residue(NHN, kHsRes);
+    // hs as FP16 (FP16 storage): pitch in halves, HSPH / 2 = NCP mod 32 words, so the DW loads of a warp (NCP column
+    // pairs x 32 / NCP channels) hit distinct banks.
+    static constexpr int HSPH = 2 * dw::pitch_words(cdiv(NHN, 2), (TW / 2) % 32);
     static constexpr int NO = TH * TW;
     static constexpr int NOP = round_up(NO, 8);
     static constexpr int NT2 = NOP / 8;
@@ -777,6 +738,7 @@ struct FfnTcConfig
         "ldmatrix rows at an odd multiple of 16 bytes");
     static_assert(OSP % 2 == 0 && NXP % 8 == 0, "paired stores");
     static_assert(kSmemBytes <= kMaxSmemBytes, "stay within the 99 KB a block may opt into on sm_86/sm_89");
+    static_assert(K * HSPH * 2 <= kUBytes, "FP16 hs fits the union");
 };
 
 // C = 31: 12 x 16 tile, 14 x 18 halo = 252 px (1.31 halo pixels per output), 43 x 31 = 1333 blocks at 512x488.
@@ -790,36 +752,6 @@ using FfnTc124 = FfnTcConfig<124, 8, 8, 4, 8>;
 using mma16::ldsm_x4;
 using mma16::ldsm_x4_trans;
 using mma16::pack_pair;
-
-__device__ __forceinline__ float rcp_approx(float v)
-{
-    float r;
-    asm("rcp.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(v));
-    return r;
-}
-
-// GELU(v) = v/2 (1 + erf(v / sqrt 2)) with erf(z) = 1 - (1 + a1 z + ... + a6 z^6)^-16 for z >= 0 (Abramowitz &
-// Stegun 7.1.28, |error| <= 3e-7), the 1/sqrt(2) folded into the coefficients: 6 FMA, 4 FMUL, one MUFU.RCP and a
-// select, about half the instructions of erff. Max abs error against the exact GELU 8.2e-7 over [-12, 12] (checked
-// in float32 on the CPU), far below the 16-bit rounding of the hidden value that follows (2^-11 relative or more).
-// Large |v|: the power overflows to inf, rcp gives 0, GELU -> v (v > 0) or -0 (v < 0).
-__device__ __forceinline__ float gelu_tc(float v)
-{
-    float const u = fabsf(v);
-    float p = fmaf(5.38297490493278e-06f, u, 4.889063711743802e-05f);
-    p = fmaf(p, u, 3.8003574445610866e-05f);
-    p = fmaf(p, u, 3.2776263542473316e-03f);
-    p = fmaf(p, u, 2.114100567996502e-02f);
-    p = fmaf(p, u, 4.986734688282013e-02f);
-    p = fmaf(p, u, 1.0f);
-    p *= p;
-    p *= p;
-    p *= p;
-    p *= p;
-    float const r = rcp_approx(p);
-    float const h = 0.5f * v;
-    return h * (v >= 0.0f ? 2.0f - r : r);
-}
 
 // W1 rows j0 .. j0 + K - 1 into registers, zero past 4C. Thread t copies row j = t / 8 of the chunk, channels
 // kW1Step (t % 8) + 8 kW1Step i (single floats for odd C, float pairs otherwise, so a pair never straddles two rows):
@@ -928,7 +860,7 @@ __device__ __forceinline__ void tc_store_wd(float* wds, float const (&r)[Cfg::kW
 // (M = hidden, N = pixels, K = channels). Warp w owns m16 tile w % 2 (its A fragments stay in registers) and the
 // n8 tiles w / 2, w / 2 + 4, ...; the accumulators go through GELU in registers and out as float2 per thread.
 template <typename T, typename Cfg>
-__device__ __forceinline__ void tc_gemm1_gelu(T const* xn, T const* w1b, float* hs, int warp, int lane)
+__device__ __forceinline__ void tc_gemm1_gelu(T const* xn, T const* w1b, void* hs, int warp, int lane)
 {
     constexpr int KS = Cfg::CK / 16;
     int const mt = warp % 2;
@@ -940,7 +872,11 @@ __device__ __forceinline__ void tc_gemm1_gelu(T const* xn, T const* w1b, float* 
         ldsm_x4(a[ks], ap + ks * 16);
     }
     T const* const bp = xn + (lane % 8) * Cfg::XNP + lane / 8 * 8;
-    float* const hp = hs + (mt * 16 + lane / 4) * Cfg::HSP + 2 * (lane % 4);
+    // hs: FP16 [K][HSPH] for FP16 storage (GELU in FP32 from the accumulators, rounded once to FP16), FP32 [K][HSP]
+    // for BF16 (BF16 depthwise sums would lose too much; FP16 could overflow where BF16 does not).
+    constexpr bool kHalf = std::is_same_v<T, __half>;
+    constexpr int kHsPitch = kHalf ? Cfg::HSPH : Cfg::HSP;
+    int const hoff = (mt * 16 + lane / 4) * kHsPitch + 2 * (lane % 4);
     // Two n8 tiles in flight per warp where registers allow (C = 31, 62); one at C = 124 (32 A registers).
 #pragma unroll(KS <= 4 ? 2 : 1)
     for (int nt = warp / 2; nt < Cfg::NT1; nt += Cfg::kWarps / 2)
@@ -954,70 +890,57 @@ __device__ __forceinline__ void tc_gemm1_gelu(T const* xn, T const* w1b, float* 
             mma16::mma<T>(d, a[2 * kq], b[0], b[1]);
             mma16::mma<T>(d, a[2 * kq + 1], b[2], b[3]);
         }
-        *reinterpret_cast<float2*>(hp + nt * 8) = make_float2(gelu_tc(d[0]), gelu_tc(d[1]));
-        *reinterpret_cast<float2*>(hp + 8 * Cfg::HSP + nt * 8) = make_float2(gelu_tc(d[2]), gelu_tc(d[3]));
+        if constexpr (kHalf)
+        {
+            __half* const hp = static_cast<__half*>(hs) + hoff + nt * 8;
+            *reinterpret_cast<__half2*>(hp) = __floats2half2_rn(dw::gelu_fast(d[0]), dw::gelu_fast(d[1]));
+            *reinterpret_cast<__half2*>(hp + 8 * kHsPitch) = __floats2half2_rn(dw::gelu_fast(d[2]), dw::gelu_fast(d[3]));
+        }
+        else
+        {
+            float* const hp = static_cast<float*>(hs) + hoff + nt * 8;
+            *reinterpret_cast<float2*>(hp) = make_float2(dw::gelu_fast(d[0]), dw::gelu_fast(d[1]));
+            *reinterpret_cast<float2*>(hp + 8 * kHsPitch) = make_float2(dw::gelu_fast(d[2]), dw::gelu_fast(d[3]));
+        }
     }
 }
 
-// h2[j][q] = GELU(dw3x3(hs[j])) at the output pixels, FP32 FMA, rounded to T in pairs of pixels. A unit slides down
-// R rows of two adjacent columns: per halo row two float2 loads feed up to 3 x 2 outputs.
+// h2[j][q] = GELU(dw3x3(hs[j])) at the output pixels, in pairs of pixels (dwconv.cuh): FP16 storage in half2
+// arithmetic (HFMA2, tanh.approx.f16x2), BF16 storage in FP32 (FMA, tanh.approx.f32), rounded to T.
 template <typename T, typename Cfg>
-__device__ __forceinline__ void tc_depthwise_gelu(float const* hs, float const* wds, T* h2)
+__device__ __forceinline__ void tc_depthwise_gelu(void const* hs, float const* wds, T* h2)
 {
     constexpr int R = Cfg::R;
-#pragma unroll 1
-    for (int it = 0; it < Cfg::kDwIters; ++it)
-    {
-        int const u = threadIdx.x + it * Cfg::kThreads;
-        if (u < Cfg::kDwUnits)
+    dw::for_each_unit<Cfg::K, Cfg::NCP, Cfg::NRB, Cfg::kThreads>([&](int j, int cp, int rb) {
+        T* const op = h2 + j * Cfg::H2P + rb * R * Cfg::TW + 2 * cp;
+        if constexpr (std::is_same_v<T, __half>)
         {
-            int const cp = u % Cfg::NCP;
-            int const rest = u / Cfg::NCP;
-            int const j = rest % Cfg::K;
-            int const r0 = rest / Cfg::K * R;
-            float const* const hp = hs + j * Cfg::HSP + r0 * Cfg::HTW + 2 * cp;
-            float w[9];
-#pragma unroll
-            for (int k = 0; k < 9; ++k)
-            {
-                w[k] = wds[j * 9 + k];
-            }
-            float o0[R];
-            float o1[R];
+            __half2 w[9];
+            dw::load_taps(wds + j * 9, w);
+            __half2 o[R];
+            dw::conv3x3_pair<R, Cfg::HTW>(
+                static_cast<__half const*>(hs) + j * Cfg::HSPH + rb * R * Cfg::HTW + 2 * cp, w, o);
 #pragma unroll
             for (int r = 0; r < R; ++r)
             {
-                o0[r] = 0.0f;
-                o1[r] = 0.0f;
-            }
-#pragma unroll
-            for (int i = 0; i < R + 2; ++i)
-            {
-                float2 const va = *reinterpret_cast<float2 const*>(hp + i * Cfg::HTW);
-                float2 const vb = *reinterpret_cast<float2 const*>(hp + i * Cfg::HTW + 2);
-#pragma unroll
-                for (int dy = 0; dy < 3; ++dy)
-                {
-                    int const r = i - dy; // output row fed by halo row i through kernel row dy
-                    if (r >= 0 && r < R)
-                    {
-                        o0[r] = fmaf(w[dy * 3 + 0], va.x, o0[r]);
-                        o0[r] = fmaf(w[dy * 3 + 1], va.y, o0[r]);
-                        o0[r] = fmaf(w[dy * 3 + 2], vb.x, o0[r]);
-                        o1[r] = fmaf(w[dy * 3 + 0], va.y, o1[r]);
-                        o1[r] = fmaf(w[dy * 3 + 1], vb.x, o1[r]);
-                        o1[r] = fmaf(w[dy * 3 + 2], vb.y, o1[r]);
-                    }
-                }
-            }
-            T* const op = h2 + j * Cfg::H2P + r0 * Cfg::TW + 2 * cp;
-#pragma unroll
-            for (int r = 0; r < R; ++r)
-            {
-                *reinterpret_cast<uint32_t*>(op + r * Cfg::TW) = pack_pair<T>(gelu_tc(o0[r]), gelu_tc(o1[r]));
+                *reinterpret_cast<__half2*>(op + r * Cfg::TW) = dw::gelu_fast2(o[r]);
             }
         }
-    }
+        else
+        {
+            float w[9];
+            dw::load_taps(wds + j * 9, w);
+            float2 o[R];
+            dw::conv3x3_pair<R, Cfg::HTW>(
+                static_cast<float const*>(hs) + j * Cfg::HSP + rb * R * Cfg::HTW + 2 * cp, w, o);
+#pragma unroll
+            for (int r = 0; r < R; ++r)
+            {
+                *reinterpret_cast<uint32_t*>(op + r * Cfg::TW)
+                    = pack_pair<T>(dw::gelu_fast(o[r].x), dw::gelu_fast(o[r].y));
+            }
+        }
+    });
 }
 
 // GEMM2 of one chunk: acc[c][q] += sum_j W2[c][j0 + j] h2[j][q] (M = channels, N = output pixels, K = 32 hidden).
