@@ -59,11 +59,12 @@ SHAPES = [(1, 1, 1), (2, 7, 13), (1, 64, 61), (1, 128, 122), (3, 15, 29)]
 #: Unit roundoff of the 16-bit storage types (the tensor-core operands have the storage type).
 UNIT_ROUNDOFF = {torch.float16: 2.0 ** -11, torch.bfloat16: 2.0 ** -8}
 #: Against _reference_tc (float64 with the kernel's roundings): y rounding + rounding flips (docstring). FP16 also
-#: carries the hardware tanh's flips in the FP16 hidden arithmetic (measured on the H100: see the docstring).
-TC_ATOL_U = {torch.float16: 4, torch.bfloat16: 2}
+#: carries the hardware tanh's flips in the FP16 hidden arithmetic: measured on the H100 <= 3.4 u beyond rtol over
+#: every GPU test shape and 1x512x488, so 6 u.
+TC_ATOL_U = {torch.float16: 6, torch.bfloat16: 2}
 TC_TOL = {dtype: dict(atol=TC_ATOL_U[dtype] * u, rtol=u) for dtype, u in UNIT_ROUNDOFF.items()}
 #: Against the plain float64 reference: operand roundings of both GEMMs, for FP16 also the FP16 hidden arithmetic
-#: (model max 5.6 u FP16, 3.0 u BF16) + y rounding.
+#: (CPU model max 5.6 u FP16, 3.0 u BF16; H100 kernel <= 6.6 u FP16 over the test shapes, 8.8 u at 1x512x488).
 EXACT_ATOL_U = {torch.float16: 12, torch.bfloat16: 8}
 EXACT_TOL = {dtype: dict(atol=EXACT_ATOL_U[dtype] * u, rtol=u) for dtype, u in UNIT_ROUNDOFF.items()}
 
