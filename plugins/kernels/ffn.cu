@@ -656,9 +656,11 @@ constexpr int round16(int bytes)
 //   gamma, beta [C] float
 // Every ldmatrix row is 16 bytes at a pitch of 16 mod 128 bytes (pitches = multiple of 8 halves + 8), so the 8 rows
 // of each 8x8 matrix fall in distinct bank quads.
-template <int kC, int kTH, int kTW, int kR, int kHsRes>
+template <int kC, int kTH, int kTW, int kR, int kHsRes, bool kHalfHs, int kMinBlocks>
 struct FfnTcConfig
 {
+    static constexpr bool kHalfHidden = kHalfHs; // hs in FP16 (FP16 storage) or FP32 (BF16 storage)
+    static constexpr int kMinBlocksPerSm = kMinBlocks;
     static constexpr int C = kC;
     static constexpr int TH = kTH;
     static constexpr int TW = kTW;
@@ -715,7 +717,7 @@ struct FfnTcConfig
     static constexpr int kLoadIters = cdiv(kLoadElems, kThreads);
     static constexpr int kLoadBatch = 8;
 
-    static constexpr int kUBytes = round16(cmax(cmax(C * NXP * 2, K * HSP * 4), C * OSP * 2));
+    static constexpr int kUBytes = round16(cmax(cmax(C * NXP * 2, kHalfHs ? K * HSPH * 2 : K * HSP * 4), C * OSP * 2));
     static constexpr int kOffXn = kUBytes;
     static constexpr int kOffH2 = kOffXn + round16(NHN * XNP * 2);
     static constexpr int kOffW1 = kOffH2 + round16(K * H2P * 2);
@@ -738,15 +740,19 @@ struct FfnTcConfig
         "ldmatrix rows at an odd multiple of 16 bytes");
     static_assert(OSP % 2 == 0 && NXP % 8 == 0, "paired stores");
     static_assert(kSmemBytes <= kMaxSmemBytes, "stay within the 99 KB a block may opt into on sm_86/sm_89");
-    static_assert(K * HSPH * 2 <= kUBytes, "FP16 hs fits the union");
 };
 
 // C = 31: 12 x 16 tile, 14 x 18 halo = 252 px (1.31 halo pixels per output), 43 x 31 = 1333 blocks at 512x488.
 // C = 62:  8 x 16 tile, 10 x 18 halo = 180 px (1.41), 512 blocks at 256x244 (1.94 waves of 2 blocks per SM).
 // C = 124: 8 x  8 tile, 10 x 10 halo = 100 px (1.56), 256 blocks at 128x122.
-using FfnTc31 = FfnTcConfig<31, 12, 16, 6, 16>;
-using FfnTc62 = FfnTcConfig<62, 8, 16, 8, 16>;
-using FfnTc124 = FfnTcConfig<124, 8, 8, 4, 8>;
+// FP16 storage keeps hs in FP16, which shrinks the shared-memory union: at C = 31 the block needs ~58 KB instead of
+// ~76 KB, so 3 blocks fit an SM (registers capped at 80 by the launch bound); C = 62 / 124 stay at 2 (registers).
+using FfnTc31 = FfnTcConfig<31, 12, 16, 6, 16, false, 2>;
+using FfnTc62 = FfnTcConfig<62, 8, 16, 8, 16, false, 2>;
+using FfnTc124 = FfnTcConfig<124, 8, 8, 4, 8, false, 2>;
+using FfnTc31h = FfnTcConfig<31, 12, 16, 6, 16, true, 3>;
+using FfnTc62h = FfnTcConfig<62, 8, 16, 8, 16, true, 2>;
+using FfnTc124h = FfnTcConfig<124, 8, 8, 4, 8, true, 2>;
 
 // Shared with conv.cu (mma16.cuh).
 using mma16::ldsm_x4;
@@ -978,7 +984,7 @@ __device__ __forceinline__ void tc_gemm2(
 
 // Launch assumptions as ffn_fma_kernel, with T = __half or __nv_bfloat16 and dynamic shared memory Cfg::kSmemBytes.
 template <typename T, typename Cfg>
-__global__ void __launch_bounds__(Cfg::kThreads, 2) ffn_tc_kernel(T const* __restrict__ x, T* __restrict__ y,
+__global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm) ffn_tc_kernel(T const* __restrict__ x, T* __restrict__ y,
     float const* __restrict__ ln_gamma, float const* __restrict__ ln_beta, float const* __restrict__ w1,
     float const* __restrict__ wdw, float const* __restrict__ w2, int H, int W, int tiles_x, int tiles_per_image,
     float eps)
@@ -986,6 +992,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 2) ffn_tc_kernel(T const* __res
     constexpr int C = Cfg::C;
     constexpr int K = Cfg::K;
     constexpr int NW2 = Cfg::NW2;
+    static_assert(std::is_same_v<T, __half> == Cfg::kHalfHidden, "hs is FP16 exactly for FP16 storage");
     extern __shared__ float4 smem4[];
     unsigned char* const smem = reinterpret_cast<unsigned char*>(smem4);
     T* const xs = reinterpret_cast<T*>(smem);       // load .. LN
@@ -1285,11 +1292,23 @@ extern "C" int mstpp_ffn_nchw(void const* x, void* y, float const* ln_gamma, flo
         else
         {
             // FP16 / BF16 storage: both 1x1 convolutions on tensor cores with operands of the storage type.
-            switch (C)
+            if constexpr (std::is_same_v<T, __half>)
             {
-            case 31: return go(launch_ffn<T, FfnTc31, ffn_tc_kernel<T, FfnTc31>>);
-            case 62: return go(launch_ffn<T, FfnTc62, ffn_tc_kernel<T, FfnTc62>>);
-            default: return go(launch_ffn<T, FfnTc124, ffn_tc_kernel<T, FfnTc124>>);
+                switch (C)
+                {
+                case 31: return go(launch_ffn<T, FfnTc31h, ffn_tc_kernel<T, FfnTc31h>>);
+                case 62: return go(launch_ffn<T, FfnTc62h, ffn_tc_kernel<T, FfnTc62h>>);
+                default: return go(launch_ffn<T, FfnTc124h, ffn_tc_kernel<T, FfnTc124h>>);
+                }
+            }
+            else
+            {
+                switch (C)
+                {
+                case 31: return go(launch_ffn<T, FfnTc31, ffn_tc_kernel<T, FfnTc31>>);
+                case 62: return go(launch_ffn<T, FfnTc62, ffn_tc_kernel<T, FfnTc62>>);
+                default: return go(launch_ffn<T, FfnTc124, ffn_tc_kernel<T, FfnTc124>>);
+                }
             }
         }
     });
