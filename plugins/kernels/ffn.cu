@@ -39,15 +39,19 @@
 //   GEMM1  hs[32][halo px] = GELU(W1[chunk] . xn): mma.sync m16n8k16, M = hidden (2 m16 tiles), N = halo pixels,
 //          K = channels padded to CK = 32/64/128 with zero weights (and zero LN channels). A = W1 chunk [32][CK] and
 //          B = xn [px][CK] (channel-contiguous) in shared memory as T, loaded with ldmatrix.x4; FP32 accumulators go
-//          through GELU in registers and to hs as FP32 (no rounding before the depthwise convolution).
-//   DW     h2[32][out px] = GELU(dw3x3(hs)) in FP32 FMA; a thread slides down R rows of two adjacent columns (two
-//          float2 loads per halo row feed six outputs), and writes the pair as one 32-bit T2.
+//          through the tanh-form GELU (dwconv.cuh, tanh.approx.f32) in registers and to hs: FP16 for FP16 storage,
+//          FP32 for BF16 storage.
+//   DW     h2[32][out px] = GELU(dw3x3(hs)) through the shared depthwise helper (dwconv.cuh): a thread slides down R
+//          rows of two adjacent columns; FP16 storage in half2 (HFMA2 sums, half2 tanh GELU), BF16 storage in FP32;
+//          the pair is written as one 32-bit T2.
 //   GEMM2  acc[c][out px] += W2[:, chunk] . h2: M = output channels padded to CP = 32/64/128 (zero weights; the padded
 //          rows are never stored), N = output pixels, K = 32 hidden; A = W2 chunk [CP][32] (ldmatrix.x4), B = h2
 //          [hidden][px] (pixel-contiguous, ldmatrix.x4.trans). Warp w owns 2 m16 tiles x NW2 n8 tiles throughout
 //          (24 / 32 / 32 accumulator registers at C = 31 / 62 / 124), initialised with the residual x.
 // Operands are T (FP16 for FP16 storage, BF16 for BF16 storage), accumulation FP32. Rounded: LN(x), W1, h2, W2
-// (2^-11 relative for FP16, 2^-8 for BF16); FP32: LN statistics, hs, the depthwise sums, both GELUs, accumulators.
+// (2^-11 relative for FP16, 2^-8 for BF16); FP32: LN statistics, the mma accumulators, GELU1; FP16 storage also
+// rounds hs and runs the depthwise sums and GELU2 in FP16 (error bounds: docs/perf_notes_fused.md, "Error bounds of
+// the 16-bit hidden arithmetic"); BF16 storage keeps hs, the depthwise sums and GELU2 in FP32.
 // x is kept in shared memory in its storage type (exact), and the output tile is staged as T (the one rounding of y).
 // Weights arrive as FP32 in global memory (the ABI); each block converts the chunks it needs: W2 of the chunk and
 // W1 + depthwise weights of the next chunk are loaded into registers at the start of the DW phase (whose work hides
@@ -63,10 +67,11 @@
 // K = 32 per chunk) better than wmma's 16x16x16. wgmma (sm_90a only) would need a separate build and buys
 // nothing here: the tensor work is ~8 us per C = 31 block (below), the CUDA-core work is the bound.
 //
-// GELU: the exact-erf GELU costs ~28 instructions with erff and is now most of the kernel's work (it runs on
-// 128 hidden values per halo pixel and per output pixel). gelu_tc uses erf(z) = 1 - (1 + a1 z + .. + a6 z^6)^-16
-// (Abramowitz & Stegun 7.1.28): ~16 instructions, one MUFU, max abs error 8.2e-7 against the exact GELU, which is
-// below the 16-bit rounding of the hidden values that follows (so the FP32 kernel keeps erff, the TC kernel not).
+// GELU: the exact-erf GELU costs ~28 instructions with erff and was most of the kernel's work (it runs on 128 hidden
+// values per halo pixel and per output pixel). The tensor-core kernel uses the refitted tanh form of dwconv.cuh on
+// tanh.approx (~6 FP32 instructions, or ~3 per value in half2), max abs error 2.71e-4 + 0.5 u |v| against the exact
+// GELU; the FP32 kernel keeps erff. Measured on the H100 (docs/perf_notes_fused.md, step 6): 0.133 / 0.081 / 0.072
+// ms per FP16 block at C = 31 / 62 / 124 (0.116 at C = 31 with 3 blocks per SM), not the estimate below.
 //
 // Tiles (256 threads, 2 blocks per SM on sm_80/90; shared memory 75,776 / 74,368 / 80,928 bytes, within the
 // 99 KB a block may use on sm_86/89):

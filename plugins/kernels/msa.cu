@@ -3,7 +3,8 @@
 //   A_h = softmax_rows(rescale[h] * kn_h . qn_h^T),  kn/qn: rows of Wk . x / Wq . x of head h, L2-normalised
 //                                                    over the N = H*W pixels (norm clamped at 1e-12)
 // for C = 31, 62, 124 channels (heads = C / 31, 31 channels per head). dw1, dw2: depthwise 3x3, zero padding 1,
-// no bias; GELU is the exact erf form. All weights are float32; x and y share the storage dtype.
+// no bias; GELU is the exact erf form for FP32 storage (the tanh form of dwconv.cuh for 16-bit storage). All
+// weights are float32; x and y share the storage dtype.
 //
 // Algebra. With X = x[b] as a [C, N] matrix, q = Wq X, k = Wk X, v = Wv X, and the Gram matrix S = X X^T [C, C]:
 //   k_i . q_j       = (Wk S Wq^T)_ij      (the attention numerators, used on the diagonal head blocks only)
@@ -68,8 +69,10 @@
 //   3. msa_tc: per tile, x over the halo in shared memory as raw 16-bit values, pixel-major (a B fragment
 //      register is two consecutive channels of one pixel); GEMM2 (M x over the output pixels) runs first and
 //      writes x + bproj + M x (float32) to a tile buffer; then per chunk of 16 v channels GEMM1 (v = Wv x over
-//      the halo, float32 out of the accumulators) -> dw1 + GELU -> dw2, added to the tile buffer, all float32 on
-//      CUDA cores as in the FP32 path (the same depthwise code). C = 31 / 62 are zero-padded to 32 / 64 (the
+//      the halo, out of the float32 accumulators) -> dw1 + GELU -> dw2 through the shared depthwise helper
+//      (dwconv.cuh), added to the tile buffer: FP16 storage keeps v and GELU(dw1(v)) in FP16 and runs both
+//      depthwise sums in HFMA2 and the GELU in half2 (tanh form); BF16 storage runs them in FP32 with the FP32
+//      tanh-form GELU (error bounds: docs/perf_notes_fused.md, step 6). C = 31 / 62 are zero-padded to 32 / 64 (the
 //      padding channels of x are zeroed in shared memory, those of M / Wv in the fold). Wv x and M x are not
 //      stacked into one [2C x C] GEMM: M x is needed only at the TH x TW output pixels, v on the whole halo
 //      (1.8-2.3x as many), so stacking would add M x work on the halo, and keeping GEMM2 separate lets its
@@ -120,6 +123,10 @@
 //
 // x and y must not overlap (tiles read their halo from pixels other tiles write), nor may the workspace
 // overlap either of them (MSTPP_ERR_OVERLAP).
+//
+// Files: msa_gram.cuh (pass 1, both paths), msa_small.cuh (logits, direct path, softmax and fold), msa_pass2.cuh
+// (FP32 pass 2), msa_pass2_tc.cuh (tensor-core pass 2); dwconv.cuh holds the depthwise + GELU helper shared with the
+// FFN; this file keeps the host side (workspace layout, launches, the C ABI).
 #include <atomic>
 #include <climits>
 #include <cmath>
