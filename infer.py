@@ -8,7 +8,9 @@ Examples:
 
 For each input X it writes X.npy (float32 [31, H, W]), X.mat (key 'cube', [H, W, 31], when scipy is
 installed) and X_preview.png (false colour plus the 450/550/650 nm bands). Images of different sizes
-are batched separately. Any route of performance_latency.py --list-routes can be used.
+are batched separately. Any route of performance_latency.py --list-routes can be used. Images must be
+at least 5x5 pixels; a batch estimated not to fit in memory is refused before anything runs
+(docs/memory_estimates.md).
 """
 from __future__ import annotations
 

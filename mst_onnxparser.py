@@ -39,9 +39,11 @@ def prepare_onnx(args: argparse.Namespace) -> Path:
     """The ONNX to parse for ``args.mode``: the input, or its FP16 / Q/DQ INT8 rewrite."""
     from mstpp.onnx_export import check_mstpp_onnx
 
-    from mstpp.trt.cli_args import apply_onnx_shape, onnx_input_dims
+    from mstpp.trt.cli_args import engine_shape_for_onnx, onnx_input_dims
 
-    apply_onnx_shape(args, onnx_input_dims(check_mstpp_onnx(args.onnx_path)), str(args.onnx_path))
+    dims = onnx_input_dims(check_mstpp_onnx(args.onnx_path))  # a static ONNX decides the engine shape
+    args.batch_size, args.height, args.width = engine_shape_for_onnx(dims, args.batch_size, args.height,
+                                                                     args.width, str(args.onnx_path))
     if args.mode == "FP32":
         return args.onnx_path
     args.plan_path.parent.mkdir(parents=True, exist_ok=True)

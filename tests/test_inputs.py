@@ -64,6 +64,13 @@ def test_infer_refuses_small_images(tmp_path, height, width):
     assert not (tmp_path / "out").exists()
 
 
+def test_infer_runs_the_smallest_image(tmp_path):
+    image = _write_png(tmp_path / "tiny.png", MIN_INPUT_SIZE, MIN_INPUT_SIZE)
+    proc = run_script("infer.py", str(image), "--out-dir", str(tmp_path / "out"), "--no-mat")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert np.load(tmp_path / "out" / "tiny.npy").shape == (31, MIN_INPUT_SIZE, MIN_INPUT_SIZE)
+
+
 def test_torch2onnx_refuses_3x3(tmp_path):
     proc = run_script("torch2onnx.py", "--height", "3", "--width", "3", "--onnx_path", str(tmp_path / "m.onnx"))
     _assert_user_error(proc, "--height/--width is 3x3 (HxW), but MST++ needs at least 5x5")
@@ -72,10 +79,11 @@ def test_torch2onnx_refuses_3x3(tmp_path):
 
 @pytest.fixture(scope="module")
 def dynamic_onnx(tmp_path_factory):
-    from mstpp.onnx_export import export_onnx
+    from mstpp.onnx_export import export_onnx, simplify
 
-    path = tmp_path_factory.mktemp("dyn") / "dynamic.onnx"
-    return export_onnx(MST_Plus_Plus().eval(), path, 1, 16, 16, dynamic=True)
+    folder = tmp_path_factory.mktemp("dyn")
+    raw = export_onnx(MST_Plus_Plus().eval(), folder / "dynamic.raw.onnx", 1, 16, 16, dynamic=True)
+    return simplify(raw, folder / "dynamic.onnx")  # what torch2onnx.py writes: the statement must survive
 
 
 def test_dynamic_onnx_states_minimum_and_runner_checks_first(dynamic_onnx):
@@ -237,21 +245,14 @@ def test_benchmark_batch_that_does_not_fit_is_an_oom_row(monkeypatch):
 # ------------------------------------------------------------------ static ONNX shapes
 
 def test_onnx_shape_comes_from_a_static_file():
-    import argparse
+    from mstpp.trt.cli_args import engine_shape_for_onnx
 
-    from mstpp.trt.cli_args import apply_onnx_shape
-
-    args = argparse.Namespace(batch_size=None, height=None, width=None)
-    apply_onnx_shape(args, (1, 3, 64, 48), "m.onnx")
-    assert (args.batch_size, args.height, args.width) == (1, 64, 48)
-    args = argparse.Namespace(batch_size=None, height=64, width=None)  # repeating the file's size is fine
-    apply_onnx_shape(args, (1, 3, 64, 48), "m.onnx")
-    assert (args.height, args.width) == (64, 48)
-    args = argparse.Namespace(batch_size=2, height=None, width=96)  # a dynamic file takes flags or defaults
-    apply_onnx_shape(args, (None, 3, None, None), "d.onnx")
-    assert (args.batch_size, args.height, args.width) == (2, 512, 96)
+    assert engine_shape_for_onnx((1, 3, 64, 48), None, None, None, "m.onnx") == (1, 64, 48)
+    assert engine_shape_for_onnx((1, 3, 64, 48), None, 64, None, "m.onnx") == (1, 64, 48)  # repeating is fine
+    # A dynamic file takes the flags, else the default 1x3x512x482.
+    assert engine_shape_for_onnx((None, 3, None, None), 2, None, 96, "d.onnx") == (2, 512, 96)
     with pytest.raises(UserError, match=r"m.onnx is static \(1, 3, 64, 48\), but --width is 482"):
-        apply_onnx_shape(argparse.Namespace(batch_size=None, height=None, width=482), (1, 3, 64, 48), "m.onnx")
+        engine_shape_for_onnx((1, 3, 64, 48), None, None, 482, "m.onnx")
 
 
 @pytest.fixture(scope="module")

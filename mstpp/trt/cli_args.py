@@ -69,7 +69,6 @@ def build_settings(args: argparse.Namespace, route: str, **notes) -> BuildSettin
                          timing_cache=str(args.timing_cache), notes=notes)
 
 
-
 _SHAPE_FLAGS = (("batch_size", "--batch_size", 0), ("height", "--height", 2), ("width", "--width", 3))
 #: Engine shape for a dynamic ONNX when no flag says otherwise (the 2022 benchmark shape).
 DEFAULT_ENGINE_SHAPE = (1, 3, 512, 482)
@@ -78,6 +77,7 @@ DEFAULT_ENGINE_SHAPE = (1, 3, 512, 482)
 def shape_flags_follow_onnx(p: argparse.ArgumentParser) -> None:
     """Make --batch_size/--height/--width default to "unset", so that a static ONNX's own shape applies
     (``apply_onnx_shape``) and the flags only check it; a dynamic ONNX gets 1x3x512x482 unless given."""
+    # argparse has no public way to change an existing option's default and help text.
     for action in p._actions:
         for dest, flag, axis in _SHAPE_FLAGS:
             if action.dest == dest:
@@ -94,16 +94,19 @@ def onnx_input_dims(proto) -> tuple[int | None, ...]:
     return tuple(d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim)
 
 
-def apply_onnx_shape(args: argparse.Namespace, dims: tuple[int | None, ...], origin: str) -> None:
-    """Set ``args.batch_size/height/width`` for an engine from ONNX input ``dims`` (``onnx_input_dims``).
+def engine_shape_for_onnx(dims: tuple[int | None, ...], batch: int | None, height: int | None,
+                          width: int | None, origin: str) -> tuple[int, int, int]:
+    """(B, H, W) of the engine for an ONNX whose input is ``dims`` (``onnx_input_dims``).
 
-    A static dimension comes from the file; a flag that names another value is a UserError. A symbolic
-    dimension takes the flag, else the default engine shape.
+    A static dimension comes from the file; a flag value (not None) that names another value is a
+    UserError. A symbolic dimension takes the flag value, else ``DEFAULT_ENGINE_SHAPE``.
     """
-    for dest, flag, axis in _SHAPE_FLAGS:
-        given, fixed = getattr(args, dest), dims[axis]
+    out = []
+    for (_, flag, axis), given in zip(_SHAPE_FLAGS, (batch, height, width)):
+        fixed = dims[axis]
         if fixed is not None and given is not None and given != fixed:
             shape = tuple(d if d is not None else "?" for d in dims)
             raise UserError(f"{origin} is static {shape}, but {flag} is {given}; leave {flag} out (the "
                             f"file's {fixed} is used) or export the ONNX again at that size")
-        setattr(args, dest, fixed if fixed is not None else (given if given is not None else DEFAULT_ENGINE_SHAPE[axis]))
+        out.append(fixed if fixed is not None else (given if given is not None else DEFAULT_ENGINE_SHAPE[axis]))
+    return out[0], out[1], out[2]
