@@ -202,11 +202,16 @@ def image_size(path: str | Path) -> tuple[int, int]:
     except ImportError:
         Image = None
     if Image is not None:
+        # Pillow refuses very large images as "decompression bombs" even when only asked for the size,
+        # and those are exactly the ones whose size must be known before decoding.
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
         try:
             with Image.open(path) as img:
                 width, height = img.size
             return int(height), int(width)
         except Exception:  # let the full reader produce its one-line message for this file
             pass
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
     _, height, width = read_rgb(path).shape
     return int(height), int(width)

@@ -292,3 +292,12 @@ def test_second_build_with_the_same_timing_cache_prints_no_error(tmp_path):
     if not cuda_device_usable():
         notes = [line for line in outputs[1].splitlines() if "timing cache" in line]
         assert len(notes) == 1 and "not used: reading one needs a CUDA GPU" in notes[0]
+
+
+def test_image_size_without_decoding(tmp_path):
+    from mstpp.io import image_size
+
+    assert image_size(_write_png(tmp_path / "a.png", 7, 9)) == (7, 9)
+    np.save(tmp_path / "chw.npy", np.zeros((3, 7, 9), np.float32))
+    np.save(tmp_path / "hwc.npy", np.zeros((7, 9, 3), np.float32))
+    assert image_size(tmp_path / "chw.npy") == image_size(tmp_path / "hwc.npy") == (7, 9)
