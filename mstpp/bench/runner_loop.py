@@ -153,9 +153,9 @@ def benchmark_route(route: str, state_dict: Mapping[str, torch.Tensor], batch: i
     runner: Runner | None = None
     rows: list[Row] = []
     try:
+        probe.start()
         # A batch estimated not to fit is an ``oom`` row before anything is allocated.
         check_fits(route, (batch, 3, height, width), dev, what="estimate")
-        probe.start()
         runner = factory(route, state_dict, device=str(dev), **options.runner_options)
         runner.prepare((batch, 3, height, width))
         template.settings = dict(runner.describe())
