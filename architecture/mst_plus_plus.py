@@ -15,6 +15,9 @@ from torch import nn
 
 #: Spatial sizes are reflect-padded up to a multiple of this (three 2x down-samplings).
 PAD_MULTIPLE = 8
+#: Smallest height and width MST++ accepts. Reflect padding needs each pad < the padded size; a size
+#: s < 8 is padded by 8 - s, so s must exceed PAD_MULTIPLE / 2 (checked for every H, W in 1..20).
+MIN_SIZE = PAD_MULTIPLE // 2 + 1
 #: Channels per attention head; MST++ uses one head per 31 channels at every level.
 HEAD_DIM = 31
 
@@ -207,8 +210,8 @@ def pad_amounts(height: int, width: int, multiple: int = PAD_MULTIPLE) -> tuple[
 class MST_Plus_Plus(nn.Module):  # noqa: N801  (official class name, kept for user code)
     """MST++: RGB [B, 3, H, W] in [0, 1] -> spectral cube [B, 31, H, W] (400-700 nm, 10 nm steps).
 
-    Any H, W: the input is reflect-padded at the bottom/right to a multiple of 8 and the output
-    cropped back.
+    Any H, W >= ``MIN_SIZE`` (5): the input is reflect-padded at the bottom/right to a multiple of 8
+    and the output cropped back.
 
     Args:
         in_channels: input bands (3 for RGB).
