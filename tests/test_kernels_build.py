@@ -28,6 +28,7 @@ EXPORTED = [
     "mstpp_msa_nchw",
     "mstpp_conv_nchw",
     "mstpp_upfuse_nchw",
+    "mstpp_capability",
 ]
 
 #: What the dynamic-registration plugin library exports besides the kernels' C ABI (the static one: nothing).
@@ -104,6 +105,22 @@ def test_host_side_calls_without_gpu(kernels_lib: Path):
     assert lib.mstpp_gelu(None, None, 10, 0, None) == -1
     assert lib.mstpp_layernorm_rows(None, None, None, None, 10, 2048, 1e-5, 0, None) == -4
     assert lib.mstpp_layernorm_rows(None, None, None, None, 10, 31, float("nan"), 0, None) == -5
+
+
+@requires_make
+@requires_nvcc
+def test_capabilities_are_read_from_the_library(kernels_lib: Path, monkeypatch):
+    from mstpp import kernels
+
+    monkeypatch.setenv(kernels.ENV_VAR, str(kernels_lib))
+    monkeypatch.setattr(kernels, "_lib", None)
+    monkeypatch.setattr(kernels, "_caps", None)
+    caps = kernels.capabilities()  # host-only: answers without a GPU
+    assert caps.gaps() == []
+    assert caps.layernorm_max_c == 1024 and caps.msa_head_dim == kernels.MSA_HEAD_DIM
+    assert set(caps.conv_geometries) == set(kernels.CONV_GEOMETRIES)
+    lib = ctypes.CDLL(str(kernels_lib))
+    assert lib.mstpp_capability(99, None, 0) == -2  # unknown capability: MSTPP_ERR_BAD_SHAPE
 
 
 @requires_make

@@ -20,7 +20,7 @@ input would flatter every kernel). Bandwidth counts the minimum traffic: every i
 every output element written once (gamma/beta ignored). The FFN is compute-bound: its rows also give GFLOP/s
 (2 * N * (8C^2 + 36C) for the two 1x1 and the depthwise convolutions; LN and GELU not counted).
 
-Example:  python tools/bench_kernels.py --out docs/results/kernels_bench.json
+Example:  python -m tools.bench_kernels --out docs/results/kernels_bench.json
 """
 from __future__ import annotations
 
@@ -36,7 +36,6 @@ import sys
 from pathlib import Path
 from typing import Callable, Dict, List
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 TARGETS = {"layernorm": 0.70, "gelu": 0.80, "l2norm": 0.60}  # fraction of copy bandwidth, from the issue
 OPS = ("layernorm", "l2norm", "gelu", "ffn", "msa", "glue")

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from architecture import build_model
+from architecture import build_model, parts
 from architecture.mst_plus_plus import MSAB, MST, pad_amounts
 
 from .. import kernels
@@ -49,18 +49,21 @@ GLUE_MODES = {
 MAX_CACHED_GRAPHS = 4
 
 
+def _copy_weights(target: nn.Module, source: nn.Module, names: Mapping[str, str]) -> None:
+    """Register float32 contiguous copies of ``source``'s parameters as buffers of ``target``, under the kernel's names."""
+    for name, key in names.items():
+        target.register_buffer(name, source.get_parameter(key).detach().float().contiguous())
+
+
 class FusedFeedForward(nn.Module):
     """``x + PreNorm(C, FeedForward(C))(x)`` in one kernel. Parameters are kept as float32 on the device."""
 
     def __init__(self, prenorm: nn.Module) -> None:
         super().__init__()
-        net = prenorm.fn.net
-        self.eps = float(prenorm.norm.eps)
+        self.eps = float(prenorm.get_submodule(parts.FEED_FORWARD_NORM).eps)
         # The conv weights keep their module shapes ([4C, C, 1, 1], [4C, 1, 3, 3], [C, 4C, 1, 1]): the binding
         # accepts them as they are.
-        for name, tensor in (("ln_weight", prenorm.norm.weight), ("ln_bias", prenorm.norm.bias),
-                             ("w1", net[0].weight), ("wdw", net[2].weight), ("w2", net[4].weight)):
-            self.register_buffer(name, tensor.detach().float().contiguous())
+        _copy_weights(self, prenorm, parts.FEED_FORWARD_WEIGHTS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, C, H, W] contiguous -> x + FFN(LN(x)), same shape and dtype."""
@@ -72,10 +75,7 @@ class FusedSpectralMSA(nn.Module):
 
     def __init__(self, attn: nn.Module) -> None:
         super().__init__()
-        for name, tensor in (("wq", attn.to_q.weight), ("wk", attn.to_k.weight), ("wv", attn.to_v.weight),
-                             ("rescale", attn.rescale), ("wproj", attn.proj.weight), ("bproj", attn.proj.bias),
-                             ("wpos1", attn.pos_emb[0].weight), ("wpos2", attn.pos_emb[2].weight)):
-            self.register_buffer(name, tensor.detach().float().contiguous())
+        _copy_weights(self, attn, parts.ATTENTION_WEIGHTS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, C, H, W] contiguous -> x + SpectralMSA(x), same shape and dtype."""
