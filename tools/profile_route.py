@@ -54,7 +54,7 @@ def main(argv=None) -> int:
             continue
         with runner:
             # Launch eagerly so torch.profiler attributes every kernel; a graph replays the same kernels.
-            if getattr(runner, "replays_cuda_graph", False):
+            if runner.replays_cuda_graph:
                 runner.replays_cuda_graph = False
             runner.prepare(shape)
             x = runner.make_input(torch.rand(*shape))

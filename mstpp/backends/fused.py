@@ -28,9 +28,8 @@ from torch import nn
 from architecture import build_model, parts
 from architecture.mst_plus_plus import MSAB, MST, pad_amounts
 
-from .. import kernels
-from .base import RouteUnavailable, Runner, require_cuda
-from .torch_eager import set_tf32
+from .. import cuda_graphs, kernels
+from .base import RouteUnavailable, Runner, require_cuda, set_tf32
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -208,22 +207,14 @@ class _GraphedForward:
     def __init__(self, forward: Any, example: torch.Tensor) -> None:
         self.static_in = torch.empty_like(example, memory_format=torch.contiguous_format)
         self.static_in.copy_(example)
-        # Warm-up on a side stream (lazy initialisation, cuDNN algorithm choice) so none of it is captured.
-        side = torch.cuda.Stream(example.device)
-        side.wait_stream(torch.cuda.current_stream(example.device))
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                forward(self.static_in)
-        torch.cuda.current_stream(example.device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.static_out = forward(self.static_in)
+        self.graph, self.static_out = cuda_graphs.capture(lambda: forward(self.static_in), example.device,
+                                                          warmup_runs=2)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         self.static_in.copy_(x)
         self.graph.replay()
-        # A copy, so that an output the caller keeps is not overwritten by the next replay.
-        return self.static_out.clone()
+        # The next replay overwrites it: Runner's output policy (base.py) lets the caller copy what it keeps.
+        return self.static_out
 
 
 class FusedRunner(Runner):
@@ -241,17 +232,15 @@ class FusedRunner(Runner):
             conv_in, where ours measured faster than cuDNN), ``"all"`` or ``"none"`` (see the module docstring).
     """
 
-    #: ``run`` replays a CUDA graph itself, so a benchmark should not capture it again.
-    replays_cuda_graph: bool = True
+    replays_cuda_graph: bool = True  # unless made with cuda_graph=False
 
     def __init__(self, state_dict: Mapping[str, torch.Tensor], precision: str = "fp32",
-                 device: str = "cuda", cuda_graph: bool = True, glue: str = "auto") -> None:
-        super().__init__(device)
+                 device: str = "cuda", cuda_graph: bool = True, glue: str = "auto", route: str | None = None) -> None:
         if precision not in _DTYPES:
             raise ValueError(f"precision must be one of {sorted(_DTYPES)}, got {precision!r}")
         if glue not in GLUE_MODES:
             raise ValueError(f"glue must be one of {sorted(GLUE_MODES)}, got {glue!r}")
-        self.route = f"fused-{precision}"
+        super().__init__(device, route or f"fused-{precision}")
         if self.device.type != "cuda":
             raise RouteUnavailable(f"{self.route}: the fused kernels run on a CUDA GPU only")
         require_cuda(self.route)
