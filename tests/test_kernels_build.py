@@ -142,7 +142,9 @@ def test_make_plugins_with_wrong_tensorrt_root_fails_clearly(tmp_path: Path):
 @requires_nvcc
 @requires_tensorrt_headers
 def test_plugin_sources_compile_against_tensorrt(tmp_path: Path):
-    objects = [f"{tmp_path}/obj/trt/mstppPlugins.{kind}.o" for kind in ("static", "dynamic")]
+    sources = sorted((PLUGINS_DIR / "trt").glob("*.cpp"))
+    assert len(sources) >= 8  # one file per plugin over the shared base
+    objects = [f"{tmp_path}/obj/trt/{src.stem}.{kind}.o" for src in sources for kind in ("static", "dynamic")]
     result = _make("-j2", *objects, f"TENSORRT_ROOT={TENSORRT_ROOT}", f"BUILD_DIR={tmp_path}")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
