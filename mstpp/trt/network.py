@@ -9,7 +9,7 @@ head's q/k/v is a free reshape to [B, h, 31, N], and k q^T uses the matrix layer
 the attention needs no transpose at all; the only shape tensor is the one that reshapes the attention
 output back to [B, C, H, W] when H/W are dynamic.
 
-Precision (strongly typed, DESIGN.md section 6):
+Precision (strongly typed, docs/DESIGN.md section 6):
   fp32  everything FP32.
   fp16  FP16 activations and weights; FP32 for the L2 sums of squares over H*W (they overflow FP16),
         LayerNorm statistics and softmax, with casts around those regions. I/O stays FP32.
