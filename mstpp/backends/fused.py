@@ -230,6 +230,7 @@ class FusedRunner(Runner):
             output is the same as eager; ``False`` launches every kernel from Python on each call).
         glue: which convolutions between the blocks run as our kernels: ``"auto"`` (up-sampling + fusion and
             conv_in, where ours measured faster than cuDNN), ``"all"`` or ``"none"`` (see the module docstring).
+        route: registry name (``make_runner`` passes it); default ``fused-<precision>``.
     """
 
     replays_cuda_graph: bool = True  # unless made with cuda_graph=False

@@ -39,6 +39,7 @@ class OrtRunner(Runner):
             ones vectors (docs/ort_cuda_notes.md).
         tf32: let the CUDA EP use TF32 in MatMul/Gemm (its default is on; ours is off, so that an
             "FP32" route is FP32 like the PyTorch baseline).
+        route: registry name (``make_runner`` passes it).
     """
 
     def __init__(self, state_dict: Mapping[str, torch.Tensor], device: str = "cuda", provider: str = "cuda",

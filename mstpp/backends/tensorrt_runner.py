@@ -31,6 +31,7 @@ class TensorRTRunner(Runner):
         plugins: ``none``, ``ours`` or ``fused`` (API path; the last two need the plugin library loaded).
         plan_path: an existing plan to load instead of building one.
         flavour: ``tensorrt`` or ``tensorrt_rtx`` (default: whichever imports first).
+        route: registry name (``make_runner`` passes it).
     """
 
     def __init__(self, state_dict: Mapping[str, torch.Tensor], device: str = "cuda", path: str = "parser",

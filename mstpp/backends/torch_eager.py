@@ -24,6 +24,7 @@ class TorchRunner(Runner):
             ``reduce-overhead`` (CUDA graphs), ``max-autotune``, ``max-autotune-no-cudagraphs``).
         cudnn_benchmark: let cuDNN time its convolution algorithms for the shape (PyTorch's default
             is off; it is a free speed-up for fixed-shape inference).
+        route: registry name (``make_runner`` passes it); default ``torch-<precision>`` / ``compile-<precision>[mode]``.
     """
 
     def __init__(self, state_dict: Mapping[str, torch.Tensor], precision: str = "fp32",
