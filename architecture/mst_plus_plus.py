@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 # The sizes live with the part names (architecture/parts.py); re-exported here for existing imports.
-from .parts import BLOCKS_PER_MSAB, FFN_MULT, HEAD_DIM, LEVELS, N_FEAT, PAD_MULTIPLE, STAGES
+from .parts import BLOCKS_PER_MSAB, FFN_MULT, HEAD_DIM, LEVELS, MIN_SIZE, N_FEAT, PAD_MULTIPLE, STAGES
 
 
 class GELU(nn.Module):
@@ -205,8 +205,8 @@ def pad_amounts(height: int, width: int, multiple: int = PAD_MULTIPLE) -> tuple[
 class MST_Plus_Plus(nn.Module):  # noqa: N801  (official class name, kept for user code)
     """MST++: RGB [B, 3, H, W] in [0, 1] -> spectral cube [B, 31, H, W] (400-700 nm, 10 nm steps).
 
-    Any H, W: the input is reflect-padded at the bottom/right to a multiple of 8 and the output
-    cropped back.
+    Any H, W >= ``MIN_SIZE`` (5): the input is reflect-padded at the bottom/right to a multiple of 8
+    and the output cropped back.
 
     Args:
         in_channels: input bands (3 for RGB).

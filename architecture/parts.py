@@ -33,6 +33,9 @@ BLOCKS_PER_MSAB = 1
 FFN_MULT = 4
 #: Spatial sizes are reflect-padded up to this multiple (the official code's 8; LEVELS down-samplings need 4).
 PAD_MULTIPLE = 8
+#: Smallest height and width MST++ accepts. Reflect padding needs each pad < the padded size; a size
+#: s < 8 is padded by 8 - s, so s must exceed PAD_MULTIPLE / 2 (checked for every H, W in 1..20).
+MIN_SIZE = PAD_MULTIPLE // 2 + 1
 #: Channels of the MSABs at level 0 (full resolution), 1, ..., LEVELS (bottleneck): 31, 62, 124.
 LEVEL_CHANNELS = tuple(N_FEAT * 2 ** level for level in range(LEVELS + 1))
 #: The convolutions between the blocks as (kernel size, stride, padding): the 3x3 ones (conv_in, embedding,

@@ -120,3 +120,35 @@ def test_fused_runner_refuses_an_unknown_glue_mode(golden_state):
 
     with pytest.raises(ValueError, match="glue must be one of \\['all', 'auto', 'none'\\], got 'cudnn'"):
         FusedRunner(golden_state, precision="fp16", device="cpu", glue="cudnn")
+
+
+#: conv_in of the shipped weights scaled by this: outputs reach |y| ~ 100-250 on rand inputs (~190 at 64x64 on CPU).
+LARGE_ACTIVATION_SCALE = 150.0
+
+
+@pytest.mark.gpu
+@pytest.mark.usefixtures("built_library")
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_fused_16bit_large_activations_no_worse_than_torch(precision):
+    """Large activations (every feature map ~150x the trained ones): against the float64 model, the fused 16-bit
+    route's mean abs error is no larger than PyTorch's own eager route in the same precision (the FP16 hidden
+    arithmetic and the tanh GELU must not cost more than PyTorch's 16-bit storage does), and its max abs error at
+    most twice PyTorch's."""
+    from architecture.mst_plus_plus import MST_Plus_Plus
+
+    state, _ = resolve_weights(None)
+    state = {k: v.clone() for k, v in state.items()}
+    state["conv_in.weight"] *= LARGE_ACTIVATION_SCALE
+    x = torch.rand(1, 3, 128, 160, generator=torch.Generator().manual_seed(5))
+    model = MST_Plus_Plus()
+    model.load_state_dict(state)
+    with torch.no_grad():
+        ref = model.double().cuda().eval()(x.double().cuda())
+    assert 100 <= ref.abs().max().item() <= 400, "outputs are not in the large-activation range"
+    fused = (_run(f"fused-{precision}", state, x).double() - ref).abs()
+    eager = (_run(f"torch-{precision}", state, x).double() - ref).abs()
+    print(f"{precision}: max |y| {ref.abs().max().item():.1f}; fused mean/max abs {fused.mean().item():.4g} / "
+          f"{fused.max().item():.4g}; torch mean/max abs {eager.mean().item():.4g} / {eager.max().item():.4g}")
+    assert torch.isfinite(fused).all()
+    assert fused.mean() <= eager.mean(), f"mean abs {fused.mean():.4g} > PyTorch's {eager.mean():.4g}"
+    assert fused.max() <= 2 * eager.max(), f"max abs {fused.max():.4g} > 2x PyTorch's {eager.max():.4g}"

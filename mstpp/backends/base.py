@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from ..input_size import check_input_size
+
 
 class RouteUnavailable(RuntimeError):
     """The route cannot run here (missing package, no GPU, unsupported precision...).
@@ -57,7 +59,12 @@ class Runner(ABC):
         self.shape: tuple[int, int, int, int] | None = None
 
     def prepare(self, shape: tuple[int, int, int, int]) -> None:
-        """Get ready for inputs of ``shape`` = (B, 3, H, W): build, allocate, warm caches."""
+        """Get ready for inputs of ``shape`` = (B, 3, H, W): build, allocate, warm caches.
+
+        Raises:
+            UserError: H or W below the smallest size MST++ accepts (checked before any route runs).
+        """
+        check_input_size(shape[2], shape[3], f"input {tuple(int(s) for s in shape)}")
         self.shape = tuple(int(s) for s in shape)  # type: ignore[assignment]
 
     def make_input(self, rgb: torch.Tensor) -> torch.Tensor:
