@@ -134,11 +134,7 @@ def test_engine_scripts_refuse_small_shapes(tmp_path):
 
 def test_gpu_coefficients_are_the_fit_of_the_committed_results():
     """GPU_FITS must be what tools/fit_memory_models.py gets from docs/results today."""
-    sys.path.insert(0, str(REPO / "tools"))
-    try:
-        from fit_memory_models import fit_upper_line, measurements
-    finally:
-        sys.path.pop(0)
+    from tools.fit_memory_models import fit_upper_line, measurements
     from mstpp.memory import GPU_FITS, GPU_SOURCES, MIB
 
     assert set(GPU_FITS) == set(GPU_SOURCES)
@@ -150,11 +146,7 @@ def test_gpu_coefficients_are_the_fit_of_the_committed_results():
 
 
 def test_gpu_estimates_cover_committed_measurements_and_the_24mp_run():
-    sys.path.insert(0, str(REPO / "tools"))
-    try:
-        from fit_memory_models import measurements
-    finally:
-        sys.path.pop(0)
+    from tools.fit_memory_models import measurements
     from mstpp.memory import GB, GPU_MODELS, GPU_SOURCES
 
     for route, files in GPU_SOURCES.items():

@@ -6,7 +6,7 @@ cudaMemGetInfo free memory from before the runner was made) is fitted as ``fixed
 over its batch sizes (least squares slope; the intercept then raised until the line is at or above
 every measurement, so the estimate never undercuts a committed number).
 
-    python tools/fit_memory_models.py            # prints one line per route
+    python -m tools.fit_memory_models            # prints one line per route (from the repository root)
 
 tests/test_memory.py checks that the coefficients in mstpp/memory.py are the ones this prints.
 """
@@ -16,10 +16,9 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from mstpp.memory import GPU_SOURCES, MIB
 
-from mstpp.memory import GPU_SOURCES, MIB  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]  # the checkout whose docs/results are fitted
 
 
 def measurements(route: str, files: tuple[str, ...]) -> list[tuple[int, float]]:

@@ -198,7 +198,7 @@ def _guarded(template: Row, probe: MemoryProbe, phase: Callable[[], Row], **vari
 def _graph_row(template: Row, runner: Runner, x: torch.Tensor, dev: torch.device, config: TimingConfig,
                probe: MemoryProbe) -> Row:
     probe.begin_phase()
-    if getattr(runner, "replays_cuda_graph", False):
+    if runner.replays_cuda_graph:
         return _derive(template, cuda_graph=True, status="skipped", **probe.phase_result(),
                        reason="the route replays its own CUDA graph in every run (its plain row is the graph)")
     capture = capture_cuda_graph(lambda: runner.run(x), dev)
