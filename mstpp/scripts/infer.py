@@ -2,7 +2,9 @@
 
 For each input X it writes X.npy (float32 [31, H, W]), X.mat (key 'cube', [H, W, 31], when scipy is
 installed) and X_preview.png (false colour plus the 450/550/650 nm bands). Images of different sizes
-are batched separately. Any route of performance_latency.py --list-routes can be used.
+are batched separately. Any route of performance_latency.py --list-routes can be used. Images must be
+at least 5x5 pixels; a batch estimated not to fit in memory is refused before anything runs
+(docs/memory_estimates.md).
 
 Examples:
   python infer.py data/samples                           # every image in data/samples -> outputs/cubes/
@@ -44,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     import numpy as np
+    import torch
     from tqdm import tqdm
 
     from mstpp.backends import ROUTES, RouteUnavailable, make_runner
@@ -59,6 +62,9 @@ def _run(argv: Sequence[str] | None) -> int:
     paths = find_images(args.inputs)
     if not paths:
         raise UserError(f"no images found in {', '.join(args.inputs)}")
+    batch_size = args.batch_size or (GPU_BATCH if on_gpu else 1)
+    from mstpp.preflight import check_images
+    check_images(paths, route, batch_size, default_device())
     images = [read_rgb(p) for p in paths]
     state, source = resolve_weights(args.weights)
     print(source.description)
@@ -67,7 +73,7 @@ def _run(argv: Sequence[str] | None) -> int:
     except RouteUnavailable as exc:
         raise UserError(str(exc)) from None
     stems = _unique_stems(paths)
-    batches = batches_by_size(images, args.batch_size or (GPU_BATCH if on_gpu else 1))
+    batches = batches_by_size(images, batch_size)
     with runner, tqdm(total=len(paths), desc=f"MST++ [{route}]", unit="img") as bar:
         for idx, batch in batches:
             # A batch is one call: say what runs now, so a long first batch does not look like a hang.
@@ -76,7 +82,11 @@ def _run(argv: Sequence[str] | None) -> int:
                 runner.prepare(tuple(batch.shape))
             except RouteUnavailable as exc:
                 raise UserError(str(exc)) from None
-            cubes = runner.run(runner.make_input(batch)).float().cpu().numpy()
+            try:
+                cubes = runner.run(runner.make_input(batch)).float().cpu().numpy()
+            except torch.cuda.OutOfMemoryError:  # the estimate was short: still one line, no traceback
+                raise UserError(f"{route} ran out of GPU memory on a {tuple(batch.shape)} batch; "
+                                "try a smaller --batch-size or image") from None
             for i, cube in zip(idx, cubes):
                 if not np.isfinite(cube).all():
                     print(f"warning: {paths[i]}: output has NaN/Inf values", file=sys.stderr)

@@ -20,7 +20,7 @@ from typing import Sequence
 
 from mstpp.cli import CliParser, run_cli
 from mstpp.errors import UserError
-from mstpp.trt.cli_args import add_calibration_table_arg, add_engine_args
+from mstpp.trt.cli_args import add_calibration_table_arg, add_engine_args, shape_flags_follow_onnx
 
 CALIB_METHODS = ("max", "percentile", "entropy")
 
@@ -30,6 +30,7 @@ def build_parser() -> CliParser:
     p.add_argument("--onnx_path", "--onnx-path", type=Path, default=Path("model") / "mstpp.onnx",
                    help="FP32 MST++ ONNX from torch2onnx.py (default model/mstpp.onnx)")
     add_engine_args(p, "build/mstpp_parser_fp32.plan")
+    shape_flags_follow_onnx(p)
     p.add_argument("--calib-method", choices=CALIB_METHODS, default="percentile",
                    help="INT8 activation ranges (default percentile 99.99)")
     p.add_argument("--calib-images", nargs="*", default=(),
@@ -88,6 +89,12 @@ def _run(argv: Sequence[str] | None) -> int:
 
     if args.calib_cache is not None and not args.calib_cache.is_file():
         raise UserError(f"calibration cache not found: {args.calib_cache}")
+    from mstpp.onnx_export import check_mstpp_onnx
+    from mstpp.trt.cli_args import engine_shape_for_onnx, onnx_input_dims
+
+    dims = onnx_input_dims(check_mstpp_onnx(args.onnx_path))  # a static ONNX decides the engine shape
+    args.batch_size, args.height, args.width = engine_shape_for_onnx(dims, args.batch_size, args.height,
+                                                                     args.width, str(args.onnx_path))
     info = detect(None if args.trt == "auto" else args.trt)
     print(f"using {info.summary}")
     onnx_file = prepare_onnx(args.onnx_path, args.mode, args.plan_path, args.calib_images, args.calib_method,

@@ -23,7 +23,7 @@ from typing import Sequence
 
 # Light imports only: argument errors are reported before torch is loaded.
 from mstpp.bench.results import BASELINE_ROUTE, BASELINE_TEXT
-from mstpp.cli import (CliParser, add_device_arg, add_weights_arg, file_stem, int_list, non_negative_float,
+from mstpp.cli import (CliParser, UsageError, add_device_arg, add_weights_arg, file_stem, int_list, non_negative_float,
                        non_negative_int, positive_int, run_cli)
 from mstpp.errors import UserError
 
@@ -142,6 +142,9 @@ def _run(argv: Sequence[str] | None) -> int:
     device = resolve_device(args.device)
     routes = resolve_routes(args.routes, device.split(":")[0])
     quick, timing, batches, height, width = resolve_profile(args, device)
+    from mstpp.input_size import size_problem
+    if size_problem(height, width):
+        raise UsageError(f"--height/--width {size_problem(height, width)}")
     state_dict, source = resolve_weights(args.weights)
     print(source.description)
 
