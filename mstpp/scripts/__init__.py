@@ -1,0 +1,1 @@
+"""The command-line scripts; each module's ``main(argv)`` backs a top-level ``X.py`` wrapper."""
