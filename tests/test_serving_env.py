@@ -120,3 +120,26 @@ def test_write_repository_refusals_are_one_line(tmp_path):
     bare.write_bytes(b"x")
     proc = _run_serve(sys.executable, ["--write-repository", str(tmp_path / "r"), "--plan", str(bare)])
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "no build record" in proc.stderr
+
+
+def test_serving_results_reach_the_report(tmp_path):
+    from mstpp.bench.report import build_report
+    from mstpp.bench.serving import load_serving_results, write_serving_results
+
+    base = {"route": "fused-fp16", "queue_delay_us": 1000, "protocol": "grpc", "output_dtype": "fp16",
+            "request_batch": 1, "height": 512, "width": 482, "status": "ok", "reason": ""}
+    rows = [{**base, "kind": "direct", "max_batch": 16, "concurrency": 0, "throughput_ips": 200.0, "p50_ms": 80.0}]
+    for c, ips in ((1, 50.0), (8, 120.0), (32, 170.0)):
+        rows.append({**base, "kind": "served", "max_batch": 16, "concurrency": c, "requests": 100, "errors": 0,
+                     "throughput_ips": ips, "p50_ms": 10.0 * c, "p90_ms": 12.0 * c, "p99_ms": 15.0 * c})
+    json_path, csv_path = write_serving_results(rows, {"gpu": "NVIDIA H100 80GB HBM3"}, {"command": "x"},
+                                                tmp_path / "results", "serving-test")
+    assert csv_path.read_text().splitlines()[0].startswith("route,")
+    (loaded,) = load_serving_results(tmp_path / "results")
+    assert loaded["rows"] == rows and loaded["metadata"]["source"] == "serving-test.json"
+    report = build_report(tmp_path / "results", tmp_path / "REPORT.md").read_text()
+    assert "## Serving" in report and "NVIDIA H100 80GB HBM3: fused-fp16, 3x512x482" in report
+    assert "| dynamic batch <= 16, delay 1000 us, grpc, fp16 out | 32 | 100 | 0 | 170 | 85% | 320 | 384 | 480 |" in report
+    assert "batch 16: 200 img/s" in report
+    assert (tmp_path / "figures" / "serving-test.png").stat().st_size > 10_000
+    assert "](figures/serving-test.png)" in report

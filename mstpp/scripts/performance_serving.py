@@ -96,6 +96,15 @@ def measure_direct(route: str, state: Any, device: str, batch: int, size: tuple[
         _free_device_memory()
 
 
+def _package_version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
 def _free_device_memory() -> None:
     import gc
 
@@ -160,8 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from ..backends import ROUTES
-    from ..bench.environment import _module_version, capture_environment
-    from ..bench.results import BenchResult, write_results
+    from ..bench.environment import capture_environment, environment_slug
+    from ..bench.serving import write_serving_results
     from ..serving.limits import MIN_SIDE
     from ..serving.worker import default_route, serving_devices
     from ..weights import resolve_weights
@@ -197,39 +206,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     for row in rows:
         row.update(height=height, width=width, device=devices[0])
     environment = capture_environment(devices[0] if devices[0] != "cpu" else "cpu")
-    for module in ("pytriton", "tritonclient"):
-        environment[module] = _module_version(module)
+    for package in ("nvidia-pytriton", "tritonclient"):
+        environment[package] = _package_version(package)
     environment["serving_instances"] = len(devices)
     meta = {"tag": args.tag, "weights": source.description, "command": " ".join(["performance_serving.py", *(argv if argv is not None else sys.argv[1:])]),
             "load_generator": "mstpp.serving.client (threads, one tritonclient connection each, one image a request)"}
-    tag = args.tag or f"serving-{_slug(environment)}"
+    tag = args.tag or f"serving-{environment_slug(environment)}"
     meta["tag"] = tag
-    json_path, _ = write_results(BenchResult([], environment, meta, kind="serving"), args.out_dir, tag)
-    _rewrite_rows(json_path, rows)
-    print(f"wrote {json_path} and {json_path.with_suffix('.csv')}")
-    del torch
+    json_path, csv_path = write_serving_results(rows, environment, meta, args.out_dir, tag)
+    print(f"wrote {json_path} and {csv_path}")
     return 0 if all(r["status"] == "ok" for r in rows) else 1
-
-
-def _slug(environment: dict[str, Any]) -> str:
-    from ..bench.environment import environment_slug
-
-    return environment_slug(environment)
-
-
-def _rewrite_rows(json_path: Path, rows: list[dict[str, Any]]) -> None:
-    """Serving rows are plain dicts (their columns differ from the latency Row): JSON rows + a flat CSV."""
-    import csv
-    import json
-
-    data = json.loads(json_path.read_text())
-    data["rows"] = rows
-    json_path.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    columns = list(dict.fromkeys(k for r in rows for k in r if k != "settings"))
-    with open(json_path.with_suffix(".csv"), "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 if __name__ == "__main__":
