@@ -67,12 +67,13 @@ def test_numpy2_environment_is_refused_here():
 
 
 def test_libpython_goes_first_on_the_loader_path():
-    import sysconfig
+    from mstpp.serving.environment import libpython_dir
 
     env = {"LD_LIBRARY_PATH": "/x"}
     added = put_libpython_on_loader_path(env)
-    if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
-        assert added is None and env == {"LD_LIBRARY_PATH": "/x"}
+    assert added == libpython_dir()
+    if added is None:
+        assert env == {"LD_LIBRARY_PATH": "/x"}
     else:
         assert env["LD_LIBRARY_PATH"] == f"{added}{os.pathsep}/x"
         put_libpython_on_loader_path(env)  # idempotent

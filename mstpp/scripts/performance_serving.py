@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dynamic batcher's queue delay in microseconds (default 1000)")
     p.add_argument("--protocol", choices=("grpc", "http"), default="grpc", help="client protocol (default grpc)")
     p.add_argument("--output-dtype", choices=("fp32", "fp16"), default="fp32", help="served cube dtype (default fp32)")
+    p.add_argument("--client-processes", type=positive_int, default=1,
+                   help="client processes the clients are spread over (default 1; on a GPU host use several: one "
+                        "Python process decodes a few hundred MB/s of cubes)")
     p.add_argument("--duration", type=float, default=10.0, help="seconds of load per point (default 10)")
     p.add_argument("--gpus", default=None, help="passed to serve.py --gpus (default all)")
     p.add_argument("--direct", action="store_true", help="also time the direct runner at each --max-batch")
@@ -118,8 +121,6 @@ def _free_device_memory() -> None:
 def run_policy(args: argparse.Namespace, route: str, max_batch: int, log_dir: Path,
                log=print) -> list[dict[str, Any]]:
     """Start a server with ``max_batch``, load it at every concurrency, stop it; one row per concurrency."""
-    import numpy as np
-
     from ..serving import client as sc
     from ..serving.launcher import ServerProcess
 
@@ -131,17 +132,17 @@ def run_policy(args: argparse.Namespace, route: str, max_batch: int, log_dir: Pa
     if args.gpus:
         server_args += ["--gpus", args.gpus]
     base = {"kind": "served", "route": route, "max_batch": max_batch, "queue_delay_us": args.queue_delay_us,
-            "protocol": args.protocol, "output_dtype": args.output_dtype, "request_batch": 1}
+            "protocol": args.protocol, "output_dtype": args.output_dtype, "request_batch": 1,
+            "client_processes": args.client_processes}
     server = ServerProcess(server_args, log_dir / f"server-b{max_batch}.log")
     rows = []
     try:
         t0 = time.perf_counter()
         server.wait_ready(args.ready_timeout)
         log(f"max batch {max_batch}: server ready in {time.perf_counter() - t0:.0f} s")
-        inputs = np.random.default_rng(1).random((8, 1, 3, height, width), dtype=np.float32)
         for concurrency in args.concurrency:
-            res = sc.run_load(args.protocol, server.url(args.protocol), concurrency,
-                              lambda c, i: inputs[(c + i) % len(inputs)], duration_s=args.duration)
+            res = sc.run_load_processes(args.protocol, server.url(args.protocol), concurrency, args.client_processes,
+                                        (1, 3, height, width), args.duration)
             stats = _percentiles(res.latencies_ms)
             row = {**base, "concurrency": concurrency, "requests": len(res.latencies_ms), "errors": len(res.errors),
                    "duration_s": res.wall_s, "throughput_ips": res.images / res.wall_s if res.wall_s else None,

@@ -156,3 +156,34 @@ def run_load(protocol: str, url: str, concurrency: int, make_input: Callable[[in
     if any(t.is_alive() for t in threads):
         result.errors.append("a client thread did not finish in time")
     return result
+
+
+def _load_in_process(protocol: str, url: str, threads: int, shape: tuple[int, ...], duration_s: float,
+                     seed: int) -> LoadResult:
+    """One client process of :func:`run_load_processes` (module level, so ``spawn`` can start it)."""
+    inputs = np.random.default_rng(seed).random((8, *shape), dtype=np.float32)
+    return run_load(protocol, url, threads, lambda c, i: inputs[(c + i) % len(inputs)], duration_s=duration_s)
+
+
+def run_load_processes(protocol: str, url: str, concurrency: int, processes: int, shape: tuple[int, ...],
+                       duration_s: float) -> LoadResult:
+    """:func:`run_load` spread over ``processes`` client processes (one Python process cannot decode
+    large cubes for many clients at the speed of a GPU); random inputs of ``shape`` = (1, 3, H, W).
+    Throughput is the sum of the processes' throughputs; latencies and errors are pooled."""
+    import multiprocessing
+
+    processes = max(1, min(processes, concurrency))
+    if processes == 1:
+        return _load_in_process(protocol, url, concurrency, shape, duration_s, 1)
+    shares = [concurrency // processes + (1 if k < concurrency % processes else 0) for k in range(processes)]
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        parts = pool.starmap(_load_in_process, [(protocol, url, n, shape, duration_s, k + 1)
+                                                for k, n in enumerate(shares)])
+    merged = LoadResult(concurrency=concurrency, batch=parts[0].batch)
+    for part in parts:
+        merged.latencies_ms += part.latencies_ms
+        merged.errors += part.errors
+    # Wall time such that images / wall_s is the summed throughput of the processes.
+    rate = sum(p.images / p.wall_s for p in parts if p.wall_s)
+    merged.wall_s = merged.images / rate if rate else 0.0
+    return merged

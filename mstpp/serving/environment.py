@@ -31,10 +31,13 @@ def check_serving_environment() -> None:
 
 
 def libpython_dir() -> str | None:
-    """The directory of this interpreter's shared libpython, or None for a statically linked Python."""
-    if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
+    """The directory holding this interpreter's shared ``libpython3.X.so*``, or None when there is none."""
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if not libdir or not os.path.isdir(libdir):
         return None
-    return sysconfig.get_config_var("LIBDIR") or None
+    # A statically linked interpreter (Debian's, for one) may still have the shared library installed beside it.
+    prefix = f"libpython{sysconfig.get_config_var('LDVERSION') or sysconfig.get_python_version()}.so"
+    return libdir if any(name.startswith(prefix) for name in os.listdir(libdir)) else None
 
 
 def put_libpython_on_loader_path(environ: "os._Environ[str] | dict[str, str]" = os.environ) -> str | None:
