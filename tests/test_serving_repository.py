@@ -33,12 +33,9 @@ def _plan(tmp_path, lo, hi, name="mstpp.plan"):
 def _onnx(tmp_path, shape):
     from onnx import TensorProto, helper
 
-    def dims(values):
-        return [v if isinstance(v, int) else v for v in values]
-
     graph = helper.make_graph([helper.make_node("Identity", ["rgb"], ["cube"])], "g",
-                              [helper.make_tensor_value_info("rgb", TensorProto.FLOAT, dims(shape))],
-                              [helper.make_tensor_value_info("cube", TensorProto.FLOAT, dims(shape))])
+                              [helper.make_tensor_value_info("rgb", TensorProto.FLOAT, list(shape))],
+                              [helper.make_tensor_value_info("cube", TensorProto.FLOAT, list(shape))])
     path = tmp_path / "m.onnx"
     onnx.save(helper.make_model(graph), str(path))
     return path

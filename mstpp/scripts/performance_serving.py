@@ -18,10 +18,9 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import signal
-import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -82,13 +81,21 @@ def measure_direct(route: str, state: Any, device: str, batch: int, size: tuple[
     worker = RouteWorker(route, state, device, batch, OUTPUT_DTYPES[output_dtype])
     try:
         x = np.random.default_rng(0).random((batch, 3, *size), dtype=np.float32)
-        worker.warm_up(*size)
-        samples = []
-        end = time.perf_counter() + duration_s
-        while time.perf_counter() < end or len(samples) < 5:
-            t0 = time.perf_counter()
-            worker.infer(x)
-            samples.append((time.perf_counter() - t0) * 1e3)
+        samples: list[float] = []
+
+        def timed() -> None:
+            worker.warm_up(*size)
+            end = time.perf_counter() + duration_s
+            while time.perf_counter() < end or len(samples) < 5:
+                t0 = time.perf_counter()
+                worker.infer(x)
+                samples.append((time.perf_counter() - t0) * 1e3)
+
+        # In a thread of its own, as a server instance runs it (CPU routes: PyTorch's intra-op threading
+        # differs between the main thread and others, by 30x on a busy 2-core machine).
+        thread = threading.Thread(target=timed)
+        thread.start()
+        thread.join()
         stats = _percentiles(samples)
         return {"kind": "direct", "route": route, "max_batch": batch, "request_batch": batch, "concurrency": 0,
                 "requests": len(samples), "errors": 0, "duration_s": sum(samples) / 1e3,

@@ -1,6 +1,7 @@
 """One route's runner on one device: warmed up before the server says it is ready, used by one thread at a time."""
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Mapping, Sequence
@@ -9,6 +10,7 @@ import numpy as np
 import torch
 
 from ..backends import RouteUnavailable, Runner, make_runner
+from ..backends.fused import MAX_CACHED_GRAPHS
 from ..errors import UserError
 
 
@@ -53,11 +55,10 @@ class RouteWorker:
         except RouteUnavailable as exc:
             raise UserError(f"route {route} cannot start: {exc}") from None
         graphed = bool(getattr(self.runner, "replays_cuda_graph", False))
-        from ..backends import fused  # noqa: F401  (only for the graph cache size; imports no kernels)
-        self.buckets = batch_buckets(max_batch, fused.MAX_CACHED_GRAPHS) if graphed else None
+        self.buckets = batch_buckets(max_batch, MAX_CACHED_GRAPHS) if graphed else None
 
     def _on_device(self):
-        return torch.cuda.device(self.device) if self.device.type == "cuda" else _nullcontext()
+        return torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
 
     def padded_batch(self, batch: int) -> int:
         """The batch size ``batch`` images are run at (itself unless the runner replays CUDA graphs)."""
@@ -70,8 +71,11 @@ class RouteWorker:
         start = time.perf_counter()
         sizes = self.buckets or sorted({1, self.max_batch})
         rng = np.random.default_rng(0)
-        for b in sizes:
-            self.infer(rng.random((b, 3, height, width), dtype=np.float32))
+        try:
+            for b in sizes:
+                self.infer(rng.random((b, 3, height, width), dtype=np.float32))
+        except RouteUnavailable as exc:  # some routes find out only when preparing a shape
+            raise UserError(f"route {self.runner.route} cannot start: {exc}") from None
         return time.perf_counter() - start
 
     def infer(self, rgb: np.ndarray) -> np.ndarray:
@@ -97,14 +101,6 @@ class RouteWorker:
     def close(self) -> None:
         with self._lock:
             self.runner.close()
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def parse_gpus(text: str, available: int) -> list[int]:
