@@ -1,8 +1,8 @@
 """MST++ -> ONNX: export, simplification, a weight map in the metadata, and checks.
 
-The exported file carries two metadata entries so that later steps never guess:
-``mstpp.model`` (the model name) and ``mstpp.weight_map`` (JSON: state-dict name -> [initializer
-name, transposed?, shape]). ``get_weights.py`` and the TensorRT network builder read weights through it,
+The exported file carries three metadata entries so that later steps never guess:
+``mstpp.model`` (the model name), ``mstpp.weight_map`` (JSON: state-dict name -> [initializer
+name, transposed?, shape]) and ``mstpp.min_input_size`` (the smallest H and W, also in the doc string). ``get_weights.py`` and the TensorRT network builder read weights through it,
 never through exporter-generated initializer names.
 """
 from __future__ import annotations
@@ -20,11 +20,14 @@ import torch
 from torch import nn
 
 from .errors import UserError
+from .input_size import MIN_INPUT_SIZE
 
 INPUT_NAME = "rgb"
 OUTPUT_NAME = "cube"
 MODEL_KEY = "mstpp.model"
 WEIGHT_MAP_KEY = "mstpp.weight_map"
+#: Metadata key with the smallest H and W the model accepts (``mstpp.input_size.MIN_INPUT_SIZE``).
+MIN_SIZE_KEY = "mstpp.min_input_size"
 #: Smallest H/W of the dynamic-shape export (the exporter needs a lower bound above the padding).
 DYNAMIC_MIN_SIZE = 16
 DYNAMIC_MAX_SIZE = 8192
@@ -232,6 +235,15 @@ def attach_weight_map(proto, state_dict: Mapping[str, torch.Tensor | np.ndarray]
                 break
     _set_meta(proto, MODEL_KEY, "MST_Plus_Plus")
     _set_meta(proto, WEIGHT_MAP_KEY, json.dumps(mapping, separators=(",", ":")))
+    # Stated here because every export and every simplification passes through this function.
+    _set_meta(proto, MIN_SIZE_KEY, str(MIN_INPUT_SIZE))
+    proto.doc_string = MODEL_DOC
+
+
+#: What an MST++ ONNX file says about itself (ModelProto.doc_string).
+MODEL_DOC = (f"MST++ spectral recovery: {INPUT_NAME} [B, 3, H, W] float32 RGB in [0, 1] -> {OUTPUT_NAME} "
+             f"[B, 31, H, W] (400-700 nm, 10 nm steps). H and W must be >= {MIN_INPUT_SIZE}: smaller inputs "
+             "fail in the reflect Pad (to a multiple of 8).")
 
 
 def _set_meta(proto, key: str, value: str) -> None:

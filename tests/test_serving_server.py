@@ -19,6 +19,7 @@ if int(np.__version__.split(".")[0]) >= 2:
 from mstpp.backends import make_runner  # noqa: E402
 from mstpp.serving import client as sc  # noqa: E402
 from mstpp.serving.launcher import ServerProcess, wait_exit  # noqa: E402
+from mstpp.serving.limits import MIN_SIDE  # noqa: E402
 from mstpp.weights import resolve_weights  # noqa: E402
 
 MAX_IMAGE_BYTES = 100_000
@@ -97,7 +98,7 @@ BAD_RGB = {
     "wrong dtype": (lambda: _rgb(1).astype(np.float64), "FP64"),
     "wrong rank": (lambda: _rgb(1)[0], "unexpected shape"),
     "wrong channels": (lambda: np.zeros((1, 4, 32, 32), np.float32), "unexpected shape"),
-    "under minimum": (lambda: _rgb(1, 8, 32), "needs at least 16x16"),
+    "under minimum": (lambda: _rgb(1, MIN_SIDE - 1, 32), f"needs at least {MIN_SIDE}x{MIN_SIDE}"),
     "over maximum": (lambda: _rgb(1, 16, MAX_SIDE + 8), "at most 256 pixels a side"),
     "NaN values": (lambda: np.full((1, 3, 32, 32), np.nan, np.float32), "NaN or Inf"),
 }
@@ -106,7 +107,7 @@ BAD_IMAGES = {
     "empty bytes": (lambda: [b""], "empty"),
     "oversized bytes": (lambda: [b"\x89PNG" + bytes(MAX_IMAGE_BYTES)], f"at most {MAX_IMAGE_BYTES} bytes"),
     "grayscale image": (lambda: [_png(32, 32, 1)], "grayscale"),
-    "under minimum": (lambda: [_png(8, 40)], "needs at least 16x16"),
+    "under minimum": (lambda: [_png(MIN_SIDE - 1, 40)], f"needs at least {MIN_SIDE}x{MIN_SIDE}"),
     "mixed sizes": (lambda: [_png(32, 32), _png(32, 48)], "must share a size"),
 }
 

@@ -28,7 +28,6 @@ from typing import Any, Sequence
 from ..cli import add_weights_arg, int_list, positive_int, run_cli
 from ..errors import UserError
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,7 @@
 """Serve MST++ through Triton Inference Server (PyTriton): HTTP, gRPC (KServe v2) and Prometheus metrics.
 
 Models:
-  mstpp        input 'rgb' FP32 [B, 3, H, W] in [0, 1] (H, W >= 16)   -> output 'cube' [B, 31, H, W]
+  mstpp        input 'rgb' FP32 [B, 3, H, W] in [0, 1] (H, W >= 5)    -> output 'cube' [B, 31, H, W]
   mstpp_image  input 'image' BYTES [B, 1]: encoded JPEG/PNG/TIFF/BMP, decoded like infer.py
                (the images of one request share a size)              -> output 'cube' [B, 31, H, W]
 

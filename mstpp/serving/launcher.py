@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+#: The directory that holds the ``mstpp`` package.
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -33,7 +34,8 @@ class ServerProcess:
     def __init__(self, args: Sequence[str], log_path: str | Path, python: str = sys.executable) -> None:
         self.http_port, self.grpc_port, self.metrics_port = free_ports(3)
         self.log_path = Path(log_path)
-        cmd = [python, str(REPO / "serve.py"), *args, "--http-port", str(self.http_port),
+        # ``-m``: works from a checkout and from an installed package alike (REPO is then site-packages).
+        cmd = [python, "-m", "mstpp.scripts.serve", *args, "--http-port", str(self.http_port),
                "--grpc-port", str(self.grpc_port), "--metrics-port", str(self.metrics_port)]
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,

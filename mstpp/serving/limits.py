@@ -10,12 +10,10 @@ from typing import Sequence
 
 import numpy as np
 
+from architecture import MIN_SIZE as MIN_SIDE  # smallest H or W MST++ takes (its reflect padding needs it)
+
 from ..errors import ImageError
 from ..io import decode_rgb
-
-#: Smallest image side served. MST++ pads H and W to a multiple of 8 by reflection, which needs the side to
-#: exceed the padding; 16 is also the minimum of the dynamic ONNX export's shape range.
-MIN_SIDE = 16
 
 
 class RequestError(ValueError):
