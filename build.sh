@@ -2,7 +2,8 @@
 # MST++ toolkit: one command for the whole job, one for the tests.
 #
 #   ./build.sh            set up .venv, then export -> engines -> kernels -> benchmarks -> accuracy -> report
-#   ./build.sh test       set up .venv, then run the test suite (what CI runs)
+#   ./build.sh test       set up .venv and .venv-serve, then run the test suite (what CI runs)
+#   ./build.sh serve-env  only create/update .venv-serve, the serving environment (PyTriton needs numpy<2)
 #   ./build.sh --help     stages, profiles and environment variables
 #
 # Every stage runs what this machine allows and says in one line what it skipped and why; the run
@@ -12,28 +13,30 @@ cd "$(dirname "$0")"
 
 usage() {
   cat <<'EOF'
-usage: ./build.sh [all|test|setup] [--profile quick|full] [--weights PATH] [--no-setup]
+usage: ./build.sh [all|test|setup|serve-env] [--profile quick|full] [--weights PATH] [--no-setup]
 
   all (default)  export ONNX (static 1x3x512x482 + dynamic), weights .npz, TensorRT engines (ONNX parser
                  and network API; TensorRT-RTX plans when only TensorRT-RTX is installed), CUDA kernels,
                  latency benchmark, accuracy study, sample cubes, docs/REPORT.md
-  test           the test suite (GPU tests are skipped without CUDA)
+  test           the test suite (GPU tests are skipped without CUDA); the serving tests run in .venv-serve
   setup          only create/update the virtual environment
+  serve-env      only create/update .venv-serve from requirements-serving.txt: serve.py and
+                 performance_serving.py run there (PyTriton pins numpy<2; .venv keeps numpy 2)
 
   --profile      quick: batch 1, small timing budget (default without a GPU)
                  full:  batch 1,2,4,8,16 at 512x482, docs/DESIGN.md section 7 timing (default with a GPU)
   --weights      MST++ checkpoint for every stage (default: shipped weights, else seeded init)
   --no-setup     use the current python3 as is (no .venv)
 
-environment: PYTHON (interpreter for the venv, default python3), MSTPP_VENV (default .venv),
-             OUT_DIR (build outputs, default build)
+environment: PYTHON (interpreter for the venvs, default python3), MSTPP_VENV (default .venv),
+             MSTPP_SERVE_VENV (default .venv-serve), OUT_DIR (build outputs, default build)
 EOF
 }
 
 target=all; profile=""; weights=""; setup=1
 while [ $# -gt 0 ]; do
   case "$1" in
-    all|test|setup) target=$1 ;;
+    all|test|setup|serve-env) target=$1 ;;
     --profile) profile=${2:?--profile needs quick or full}; shift ;;
     --weights) weights=${2:?--weights needs a path}; shift ;;
     --no-setup) setup=0 ;;
@@ -65,14 +68,39 @@ setup_env() {
   fi
 }
 
+setup_serve_env() {
+  # Its own venv, without system packages: a numpy 2 from the system must not shadow the numpy<2 PyTriton needs.
+  local venv=${MSTPP_SERVE_VENV:-.venv-serve} py=${PYTHON:-python3}
+  if [ ! -x "$venv/bin/python" ]; then
+    say "creating $venv (the serving environment)"
+    "$py" -m venv "$venv"
+  fi
+  local stamp="$venv/.requirements.sha"
+  local want; want=$(sha1sum requirements-serving.txt | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    say "installing requirements-serving.txt into $venv"
+    local t0=$SECONDS
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check -r requirements-serving.txt
+    echo "$want" > "$stamp"
+    note "took $((SECONDS - t0)) s; $(du -sh "$venv" | cut -f1) on disk"
+  fi
+}
+
+if [ "$target" = serve-env ]; then setup_serve_env; exit 0; fi
 [ "$setup" = 1 ] && setup_env
 PY=python
 "$PY" -c "import torch" 2>/dev/null || { echo "error: torch is not importable; run ./build.sh setup" >&2; exit 2; }
 
 if [ "$target" = setup ]; then exit 0; fi
 if [ "$target" = test ]; then
+  setup_serve_env
+  SERVE_PY=${MSTPP_SERVE_VENV:-.venv-serve}/bin/python
   say "running tests"
-  exec "$PY" -m pytest -q tests
+  rc=0
+  MSTPP_SERVE_PYTHON=$SERVE_PY "$PY" -m pytest -q tests || rc=$?
+  say "running the serving tests in the serving environment"
+  "$SERVE_PY" -m pytest -q tests/test_serving_server.py tests/test_serving_repository.py || rc=$?
+  exit $rc
 fi
 
 has_gpu=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))")

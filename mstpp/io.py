@@ -45,6 +45,34 @@ def _hwc_from_npy(arr: np.ndarray, origin: str) -> np.ndarray:
     raise ImageError(f"{origin}: array of shape {arr.shape} is not an RGB image ([H, W, 3] or [3, H, W])")
 
 
+def _rgb_from_decoded(img: np.ndarray | None, origin: str) -> np.ndarray:
+    """An OpenCV-decoded image (BGR or BGRA, any depth; None when decoding failed) -> [H, W, 3] RGB."""
+    if img is None:
+        raise ImageError(f"{origin}: cannot be decoded as an image (corrupt or not an image file)")
+    if img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 1):
+        raise ImageError(f"{origin}: is a grayscale image; MST++ needs a 3-channel RGB image")
+    if img.shape[2] == 4:
+        img = img[:, :, :3]  # alpha carries no colour
+    return _cv2().cvtColor(img, _cv2().COLOR_BGR2RGB)
+
+
+def decode_rgb(data: bytes, origin: str = "image bytes") -> np.ndarray:
+    """Encoded image bytes (JPEG, PNG, TIFF, BMP; 8 or 16 bit) -> [3, H, W] float32 in [0, 1].
+
+    The same preprocessing as :func:`read_rgb` applies to a file, so a served image gives the cube
+    ``infer.py`` writes for the same file.
+
+    Raises:
+        ImageError: empty or undecodable bytes, grayscale image, constant image.
+    """
+    if not data:
+        raise ImageError(f"{origin}: empty")
+    cv2 = _cv2()
+    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    hwc = _rgb_from_decoded(img, origin)
+    return np.ascontiguousarray(np.transpose(normalise_minmax(hwc, origin), (2, 0, 1)))
+
+
 def read_rgb(path: str | Path) -> np.ndarray:
     """Read an RGB image (8/16-bit jpg/png/tif/bmp, or .npy in RGB order) -> [3, H, W] float32 in [0, 1].
 
@@ -63,14 +91,7 @@ def read_rgb(path: str | Path) -> np.ndarray:
         hwc = _hwc_from_npy(np.asarray(arr), str(path))
     elif suffix in IMAGE_SUFFIXES:
         cv2 = _cv2()
-        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # keeps 16-bit depth and alpha
-        if img is None:
-            raise ImageError(f"{path}: cannot be decoded as an image (corrupt or not an image file)")
-        if img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 1):
-            raise ImageError(f"{path}: is a grayscale image; MST++ needs a 3-channel RGB image")
-        if img.shape[2] == 4:
-            img = img[:, :, :3]  # alpha carries no colour
-        hwc = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        hwc = _rgb_from_decoded(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), str(path))  # keeps 16 bits, alpha
     else:
         raise ImageError(f"{path}: unsupported file type {suffix!r}; use one of "
                          f"{', '.join(IMAGE_SUFFIXES + ('.npy',))}")

@@ -116,3 +116,40 @@ def plot_error_distribution(accuracy_rows: Sequence[Mapping[str, Any]], path: st
         ax.set_title(title or "Per-image mean absolute error by route")
         ax.grid(True, axis="y", which="both", alpha=0.3)
         return _save(fig, path)
+
+
+def plot_serving(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Served throughput (left) and p50/p99 latency (right) against client concurrency, one line per batch
+    policy; the direct runner's throughput at each policy's batch size as a dotted line of the same colour."""
+    from .serving import direct_throughput, policy_label
+
+    plt = _pyplot()
+    served = [r for r in rows if r.get("kind") == "served" and r.get("status") == "ok"]
+    direct = direct_throughput(rows)
+    with plt.rc_context(_FONT):
+        fig, (ax_t, ax_l) = plt.subplots(1, 2, figsize=(13, 5.5))
+        labels = list(dict.fromkeys(policy_label(r) for r in served))
+        for i, label in enumerate(labels):
+            colour = plt.get_cmap("tab10")(i % 10)
+            pts = sorted((r for r in served if policy_label(r) == label), key=lambda r: r["concurrency"])
+            xs = [r["concurrency"] for r in pts]
+            ax_t.plot(xs, [r["throughput_ips"] for r in pts], marker="o", color=colour, label=label)
+            ax_l.plot(xs, [r["p50_ms"] for r in pts], marker="o", color=colour, label=f"{label}: p50")
+            ax_l.plot(xs, [r["p99_ms"] for r in pts], marker="s", linestyle="--", color=colour, label=f"{label}: p99")
+            ref = direct.get(int(pts[0]["max_batch"]))
+            if ref:
+                ax_t.axhline(ref, color=colour, linestyle=":", label=f"direct runner, batch {pts[0]['max_batch']}")
+        for ax in (ax_t, ax_l):
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("concurrent clients (log scale)")
+            ax.grid(True, which="both", alpha=0.3)
+            if served:
+                ax.legend(fontsize=8)
+        ax_t.set_ylabel("images/s")
+        ax_t.set_title("throughput")
+        ax_l.set_yscale("log")
+        ax_l.set_ylabel("request latency (ms, log scale)")
+        ax_l.set_title("latency percentiles")
+        if title:
+            fig.suptitle(title)
+        return _save(fig, path)

@@ -253,12 +253,14 @@ def render_accuracy_section(accuracy: Sequence[Mapping[str, Any]], figures: Sequ
 
 
 def render_report(latency: Sequence[BenchResult], accuracy: Sequence[Mapping[str, Any]] = (),
-                  figures: Figures | None = None, results_dir: str = "docs/results") -> str:
+                  figures: Figures | None = None, results_dir: str = "docs/results",
+                  serving: Sequence[Mapping[str, Any]] = ()) -> str:
     """The whole report as markdown.
 
     Args:
         latency: one result per hardware (see :func:`group_by_environment`).
         accuracy: accuracy envelopes (``kind == "accuracy"``).
+        serving: serving envelopes (``kind == "serving"``, see :mod:`.serving`).
         figures: ``{environment slug or "accuracy": [(caption, relative link), ...]}``.
         results_dir: the folder the results were read from, as the report names it.
     """
@@ -277,6 +279,10 @@ def render_report(latency: Sequence[BenchResult], accuracy: Sequence[Mapping[str
         parts.append(render_latency_section(res, figures.get(environment_slug(res.environment), ())))
     if accuracy:
         parts.append(render_accuracy_section(accuracy, figures.get("accuracy", ())))
+    if serving:
+        from .serving import render_serving_section
+
+        parts.append(render_serving_section(serving, figures))
     return "\n".join(parts).rstrip() + "\n"
 
 
@@ -317,11 +323,21 @@ def build_report(results_dir: str | Path = "docs/results", report_path: str | Pa
     and write the report. Returns the report's path."""
     report_path = Path(report_path)
     figures_dir = Path(figures_dir) if figures_dir else report_path.parent / "figures"
+    from .serving import figure_key, load_serving_results
+
     latency_files, accuracy = load_results_dir(results_dir)
+    serving = load_serving_results(results_dir)
     latency = group_by_environment(latency_files)
     figures = draw_figures(latency, accuracy, figures_dir, report_path) if with_figures else {}
+    if with_figures:
+        from . import plots
+
+        for env_file in serving:
+            stem = Path(str(env_file["metadata"]["source"])).stem
+            path = plots.plot_serving(env_file["rows"], figures_dir / f"{stem}.png")
+            figures[figure_key(env_file)] = [("served throughput and latency vs clients", _link(path, report_path))]
     report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(render_report(latency, accuracy, figures, _shown_dir(Path(results_dir))),
+    report_path.write_text(render_report(latency, accuracy, figures, _shown_dir(Path(results_dir)), serving),
                            encoding="utf-8")
     return report_path
 
