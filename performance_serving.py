@@ -1,9 +1,6 @@
 #!/usr/bin/env python3
 """Served throughput and latency against client concurrency; see ``python performance_serving.py --help``."""
-import sys
-
-from mstpp.cli import run_cli
 from mstpp.scripts.performance_serving import main
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    raise SystemExit(main())

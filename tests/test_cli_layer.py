@@ -15,7 +15,9 @@ from mstpp.errors import UserError
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = ("infer", "torch2onnx", "get_weights", "mst_onnxparser", "mst_trt_api", "calibrator",
            "performance_latency", "performance_accuracy", "performance_int8", "make_report", "train",
-           "evaluate_weights")
+           "evaluate_weights", "serve", "performance_serving")
+#: Interpreters the examples may name: the project's, or the serving environment's (PyTriton needs numpy < 2).
+PYTHONS = ("python", ".venv-serve/bin/python")
 #: Files the 2022 command lines in the examples create themselves (torch2onnx -> get_weights -> builders).
 MADE_BY_EXAMPLES = ("mst_plus_plus",)
 
@@ -46,7 +48,7 @@ def test_help_describes_every_option_with_its_default_and_ends_with_examples(nam
     text = parser.format_help().rstrip().splitlines()
     start = max(i for i, line in enumerate(text) if line.strip() == "Examples:")
     examples = [line.strip() for line in text[start + 1:]]
-    assert examples and all(line.startswith("python ") for line in examples), examples
+    assert examples and all(line.startswith(tuple(f"{py} " for py in PYTHONS)) for line in examples), examples
 
 
 def _example_commands():
@@ -59,7 +61,7 @@ def _example_commands():
 @pytest.mark.parametrize("name,command", list(_example_commands()))
 def test_help_examples_parse_and_name_existing_inputs(name, command):
     words = shlex.split(command)
-    assert words[0] == "python" and words[1].endswith(".py"), command
+    assert words[0] in PYTHONS and words[1].endswith(".py"), command
     target = words[1][:-3]
     assert target in SCRIPTS, command
     args = _script(target).build_parser().parse_args(words[2:])

@@ -25,14 +25,13 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..cli import add_weights_arg, int_list, positive_int, run_cli
+from ..cli import CliParser, add_weights_arg, int_list, positive_int, run_cli
 from ..errors import UserError
 
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="performance_serving.py", description=__doc__.split("\n\n")[0],
-                                epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> CliParser:
+    p = CliParser(__doc__, prog="performance_serving.py")
     p.add_argument("--route", default=None, help="route served (default: fused-fp16 with a GPU, torch-fp32 without)")
     add_weights_arg(p)
     p.add_argument("--size", type=positive_int, nargs=2, metavar=("H", "W"), default=(512, 482),
@@ -169,6 +168,10 @@ def run_policy(args: argparse.Namespace, route: str, max_batch: int, log_dir: Pa
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(_run, argv)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     from ..serving.environment import check_serving_environment
 
@@ -226,4 +229,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(main())

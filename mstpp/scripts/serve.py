@@ -27,7 +27,7 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-from ..cli import add_weights_arg, positive_int, run_cli
+from ..cli import CliParser, add_weights_arg, positive_int, run_cli
 from ..errors import UserError
 
 
@@ -38,9 +38,8 @@ def _port(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="serve.py", description=__doc__.split("\n\n")[0],
-                                epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> CliParser:
+    p = CliParser(__doc__, prog="serve.py")
     p.add_argument("--route", default=None,
                    help="inference route, see performance_latency.py --list-routes (default: fused-fp16 with a "
                         "GPU, torch-fp32 without)")
@@ -71,16 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds a shutdown waits for the requests in flight (default 30)")
     g = p.add_argument_group("model repository for NVIDIA's Triton container (written instead of serving)")
     g.add_argument("--write-repository", type=Path, default=None, metavar="DIR",
-                   help="write models mstpp_trt (--plan) and/or mstpp_onnx (--onnx) with config.pbtxt into DIR")
+                   help="write models mstpp_trt (--plan) and/or mstpp_onnx (--onnx) with config.pbtxt into DIR, then exit (default: serve instead)")
     g.add_argument("--plan", type=Path, default=None,
-                   help="TensorRT plan (from mst_onnxparser.py/mst_trt_api.py; its .json record gives the shapes)")
-    g.add_argument("--onnx", type=Path, default=None, help="ONNX file from torch2onnx.py (--dynamic for any size)")
+                   help="TensorRT plan (from mst_onnxparser.py/mst_trt_api.py; its .json record gives the shapes; default: none)")
+    g.add_argument("--onnx", type=Path, default=None, help="ONNX file from torch2onnx.py (--dynamic for any size; default: none)")
     g.add_argument("--instances", type=positive_int, default=1,
                    help="instances per GPU in the written configs (default 1)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(_run, argv)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.write_repository is not None:
         return _write_repository(args)
@@ -139,4 +142,4 @@ def _write_repository(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(main())
