@@ -43,16 +43,15 @@ def main(argv=None) -> int:
         raise UserError("--synthetic and --crop must be >= 0")
     import torch
 
-    from mstpp.backends.onnx_cache import weights_digest
     from mstpp.calibration import calibrate, calibration_images, save_cache
-    from mstpp.weights import resolve_weights
+    from mstpp.weights import resolve_weights, state_fingerprint
 
     state, source = resolve_weights(args.weights)
     print(source.description)
     images = calibration_images(args.images, args.synthetic, args.crop or None)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     ranges = calibrate(state, images, args.percentile, device)
-    path = save_cache(args.cache, ranges, args.method, args.percentile, len(images), weights_digest(state))
+    path = save_cache(args.cache, ranges, args.method, args.percentile, len(images), state_fingerprint(state))
     print(f"{len(ranges)} convolution inputs calibrated on {len(images)} images -> {path}")
     return 0
 

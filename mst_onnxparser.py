@@ -2,10 +2,12 @@
 """Build a TensorRT engine of MST++ from its ONNX file with TensorRT's ONNX parser.
 
 FP32 parses the ONNX as is. FP16 first rewrites it to FP16 with FP32 statistics (L2 sums of squares,
-LayerNorm, softmax: mstpp/onnx_fp16.py), because TensorRT 11 has no FP16 flag and the network must
+LayerNorm, softmax: mstpp/onnx/fp16.py), because TensorRT 11 has no FP16 flag and the network must
 say its precision. INT8 first writes an explicit Q/DQ ONNX (Conv only, per-channel weights) with
-onnxruntime's static quantizer, calibrated on the calibrator.py images. The rewritten ONNX files are
-kept beside the plan (<plan>.fp16.onnx / <plan>.int8.onnx) so they can be inspected or fed to trtexec.
+onnxruntime's static quantizer, calibrated on the calibrator.py images one image at a time (max |x|
+by default: the memory of one inference; --calib-method percentile/entropy hold every Conv tensor of
+one image, ~9 GB at 512x482). The rewritten ONNX files are kept beside the plan (<plan>.fp16.onnx /
+<plan>.int8.onnx) so they can be inspected or fed to trtexec.
 
 Examples:
   python torch2onnx.py && python mst_onnxparser.py --mode FP16
@@ -19,6 +21,7 @@ import sys
 from pathlib import Path
 
 from mstpp.cli import run_cli
+from mstpp.onnx.quantize import CALIBRATION_METHOD, CALIBRATION_METHODS
 from mstpp.trt.cli_args import add_engine_args
 
 
@@ -27,8 +30,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--onnx_path", "--onnx-path", type=Path, default=Path("model") / "mstpp.onnx",
                    help="FP32 MST++ ONNX from torch2onnx.py (default model/mstpp.onnx)")
     add_engine_args(p, "build/mstpp_parser_fp32.plan")
-    p.add_argument("--calib-method", choices=("max", "percentile", "entropy"), default="percentile",
-                   help="INT8 activation ranges (default percentile 99.99)")
+    p.add_argument("--calib-method", choices=CALIBRATION_METHODS, default=CALIBRATION_METHOD,
+                   help="INT8 activation ranges: max |x|, percentile 99.99 or entropy (default %(default)s)")
     p.add_argument("--calib-images", nargs="*", default=(),
                    help="INT8 calibration images or folders (default data/samples + 4 synthetic scenes)")
     return p.parse_args(argv)
@@ -36,22 +39,23 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def prepare_onnx(args: argparse.Namespace) -> Path:
     """The ONNX to parse for ``args.mode``: the input, or its FP16 / Q/DQ INT8 rewrite."""
-    from mstpp.onnx_export import check_mstpp_onnx
+    from mstpp.onnx.check import check_mstpp_onnx
 
     check_mstpp_onnx(args.onnx_path)
     if args.mode == "FP32":
         return args.onnx_path
     args.plan_path.parent.mkdir(parents=True, exist_ok=True)
     if args.mode == "FP16":
-        from mstpp.onnx_fp16 import convert_to_fp16
+        from mstpp.onnx.fp16 import convert_to_fp16
 
         out = convert_to_fp16(args.onnx_path, Path(f"{args.plan_path}.fp16.onnx"))
     else:
         from mstpp.calibration import calibration_images
-        from mstpp.trt.int8 import quantize_onnx
+        from mstpp.onnx.quantize import quantize_onnx
 
         images = calibration_images(args.calib_images)
-        out = quantize_onnx(args.onnx_path, Path(f"{args.plan_path}.int8.onnx"), images, args.calib_method)
+        out = quantize_onnx(args.onnx_path, Path(f"{args.plan_path}.int8.onnx"), images, args.calib_method,
+                            progress=True)
         print(f"calibrated on {len(images)} images ({args.calib_method})")
     print(f"wrote {out}")
     return out

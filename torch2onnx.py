@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mstpp.cli import add_shape_args, add_weights_arg, run_cli
 from mstpp.errors import UserError
-from mstpp.onnx_export import DEFAULT_L2_FORM, L2_FORMS
+from mstpp.onnx.rewrite import DEFAULT_L2_FORM, L2_FORMS
 
 DEFAULT_ONNX = Path("model") / "mstpp.onnx"
 
@@ -37,7 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--simplifier", choices=("onnxslim", "onnxsim", "none"), default="onnxslim",
                    help="graph simplifier (default onnxslim: pure Python, keeps opset and dynamic dims)")
     p.add_argument("--l2-form", choices=L2_FORMS, default=DEFAULT_L2_FORM,
-                   help="how the q/k L2 norms are written (default %(default)s; see mstpp/onnx_export.py: "
+                   help="how the q/k L2 norms are written (default %(default)s; see mstpp/onnx/rewrite.py: "
                         "runtimes differ a lot, e.g. ONNX Runtime's CUDA EP is slow on ReduceL2)")
     p.add_argument("--verify-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help="with --dynamic: spatial size of the onnxruntime check (default 64 60, which also "
@@ -59,8 +59,10 @@ def main(argv=None) -> int:
     import onnx
     import torch
 
-    from mstpp.onnx_export import (check_mstpp_onnx, compare_with_torch, export_onnx, op_counts,
-                                   rewrite_l2_norms, simplify)
+    from mstpp.onnx.check import check_mstpp_onnx, compare_with_torch
+    from mstpp.onnx.export import export_onnx, op_counts
+    from mstpp.onnx.rewrite import rewrite_l2_norms
+    from mstpp.onnx.simplify import simplify
     from mstpp.weights import load_model
 
     model, source = load_model(args.weights)
