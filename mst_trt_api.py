@@ -66,9 +66,9 @@ def main(argv=None) -> int:
         load_plugin_library(info, args.plugin_lib)
     weights = {k: v.numpy() for k, v in state.items()}
     amax = None
-    if args.mode == "INT8":  # --calib-cache must exist; without it, calibrate now beside the plan
-        amax = activation_ranges(state, weights, args.calib_cache or Path(f"{args.plan_path}.calib.json"),
-                                 must_exist=args.calib_cache is not None)
+    if args.mode == "INT8":  # --calib-cache must exist; without it, calibrate now and save beside the plan
+        amax = activation_ranges(state, weights, args.calib_cache,
+                                 None if args.calib_cache else Path(f"{args.plan_path}.calib.json"))
     settings = build_settings(args, "api", weights=source.description)
     settings.plugins = args.plugins
     plan = build_api_engine(info, weights, settings, args.plan_path, amax, verbose=args.verbose)

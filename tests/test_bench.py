@@ -171,7 +171,7 @@ def test_int8_ranges_from_another_export_are_refused(weights, tmp_path, monkeypa
     partial.write_text(json.dumps(data))
     with pytest.raises(UserError, match="calibrated ranges lack"):
         quantize_onnx(cached_onnx(weights, (1, 3, 32, 32), "fp32"), tmp_path / "out.onnx", [], method="max",
-                      ranges_path=partial)
+                      ranges_cache=partial)
 
 
 # ---------------------------------------------------------------- skip / OOM / error

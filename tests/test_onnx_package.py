@@ -136,7 +136,7 @@ def test_pipeline_steps_compose(tmp_path, golden_state):
     rng = np.random.default_rng(0)
     images = [rng.random((3, 32, 32), dtype=np.float32) for _ in range(2)]
     ranges = tmp_path / "ranges.json"
-    int8 = quantize_onnx(tmp_path / "l2.onnx", tmp_path / "int8.onnx", images, ranges_path=ranges)
+    int8 = quantize_onnx(tmp_path / "l2.onnx", tmp_path / "int8.onnx", images, ranges_cache=ranges)
     assert ranges.is_file()
     x = images[0][None]
     ref = ort_session(tmp_path / "l2.onnx").run(None, {"rgb": x})[0]
@@ -160,16 +160,16 @@ def test_calibration_cache_is_written_when_missing_and_reused_when_present(tmp_p
     rng = np.random.default_rng(1)
     images = [rng.random((3, 32, 32), dtype=np.float32) for _ in range(2)]
     table = tmp_path / "calib.cache"
-    first = quantize_onnx(fp32, tmp_path / "a.onnx", images, ranges_path=table)
+    first = quantize_onnx(fp32, tmp_path / "a.onnx", images, ranges_cache=table)
     written = table.read_bytes()
     calls = []
-    second = quantize_onnx(fp32, tmp_path / "b.onnx", lambda: calls.append(1) or images, ranges_path=table)
+    second = quantize_onnx(fp32, tmp_path / "b.onnx", lambda: calls.append(1) or images, ranges_cache=table)
     assert calls == [] and table.read_bytes() == written  # reused: no calibration ran, file untouched
     scales = [{t.name: t.raw_data for t in onnx.load(str(p)).graph.initializer if t.name.endswith("_scale")}
               for p in (first, second)]
     assert len(scales[0]) > 20 and scales[0] == scales[1]
     with pytest.raises(UserError, match="calibrated with MinMax"):
-        quantize_onnx(fp32, tmp_path / "c.onnx", images, method="percentile", ranges_path=table)
+        quantize_onnx(fp32, tmp_path / "c.onnx", images, method="percentile", ranges_cache=table)
 
 
 def test_streamed_ranges_equal_onnxruntime_minmax_calibrator(tmp_path, golden_state):
@@ -224,7 +224,7 @@ from mstpp.calibration import calibration_images
 from mstpp.onnx.quantize import CALIBRATION_METHOD, quantize_onnx
 t = time.time()
 images = calibration_images()
-quantize_onnx(sys.argv[1], sys.argv[2], images, ranges_path=sys.argv[3])
+quantize_onnx(sys.argv[1], sys.argv[2], images, ranges_cache=sys.argv[3])
 print(json.dumps({"images": len(images), "method": CALIBRATION_METHOD, "seconds": time.time() - t,
                   "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
 """

@@ -85,7 +85,7 @@ def cached_onnx(state_dict: Mapping[str, torch.Tensor], shape: tuple[int, int, i
             if not single and not ranges.is_file():
                 with tempfile.TemporaryDirectory() as tmp:  # only the ranges of this run are kept
                     quantize_onnx(cached_onnx(state_dict, (1, 3, h, w), "fp32", l2_form=l2_form),
-                                  Path(tmp) / "batch1_int8.onnx", calibration_images, ranges_path=ranges)
-            quantize_onnx(fp32, int8, calibration_images, ranges_path=ranges)
+                                  Path(tmp) / "batch1_int8.onnx", calibration_images, ranges_cache=ranges)
+            quantize_onnx(fp32, int8, calibration_images, ranges_cache=ranges)
         return int8
     raise ValueError(f"no ONNX precision {precision!r}")

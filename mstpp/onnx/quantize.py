@@ -38,15 +38,15 @@ def describe_quantization(method: str = CALIBRATION_METHOD) -> str:
 
 
 def quantize_onnx(onnx_in: str | Path, onnx_out: str | Path, images: Images,
-                  method: str = CALIBRATION_METHOD, ranges_path: str | Path | None = None,
+                  method: str = CALIBRATION_METHOD, ranges_cache: str | Path | None = None,
                   progress: bool = False) -> Path:
     """Write an explicit Q/DQ INT8 ONNX (Conv only) of the FP32 ONNX ``onnx_in``.
 
     Args:
         images: calibration images [3, h, w] in [0, 1] (or a function returning them); fitted to a
-            static ONNX's H x W; batched to its batch size. Unused when ``ranges_path`` exists.
+            static ONNX's H x W; batched to its batch size. Unused when ``ranges_cache`` exists.
         method: ``max``, ``percentile`` or ``entropy`` (see the module docstring).
-        ranges_path: the calibration cache: written when missing, reused when present (it must cover
+        ranges_cache: the calibration cache: written when missing, reused when present (it must cover
             every Conv input of ``onnx_in``). Exports of the same weights and H x W for different batch
             sizes share tensor names, so one file serves every batch.
 
@@ -64,9 +64,9 @@ def quantize_onnx(onnx_in: str | Path, onnx_out: str | Path, images: Images,
     calib = {"max": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
              "entropy": CalibrationMethod.Entropy}[method]
     graph = onnx.load(str(onnx_in), load_external_data=False).graph
-    with_ranges = ranges_path is not None and Path(ranges_path).is_file()
+    with_ranges = ranges_cache is not None and Path(ranges_cache).is_file()
     if with_ranges:
-        _check_ranges(graph, Path(ranges_path), calib)
+        _check_ranges(graph, Path(ranges_cache), calib)
     reader = None
     if not with_ranges:
         feeds = _Feeds(graph, images() if callable(images) else images)
@@ -74,16 +74,16 @@ def quantize_onnx(onnx_in: str | Path, onnx_out: str | Path, images: Images,
             from .ranges import collect_minmax, save_ranges
 
             ranges = collect_minmax(onnx_in, feeds, progress=progress)
-            if ranges_path is None:  # quantize_static reads ranges only from a file
+            if ranges_cache is None:  # quantize_static reads ranges only from a file
                 import tempfile
 
                 with tempfile.TemporaryDirectory() as tmp:
                     return quantize_onnx(onnx_in, onnx_out, [], method,
                                          save_ranges(ranges, Path(tmp) / "ranges.json"), progress)
-            save_ranges(ranges, ranges_path)
+            save_ranges(ranges, ranges_cache)
         else:
             reader = feeds
-    cache_arg = {} if ranges_path is None else {"calibration_cache_path": str(ranges_path)}
+    cache_arg = {} if ranges_cache is None else {"calibration_cache_path": str(ranges_cache)}
     # Histogram calibrators get one feed per collect pass (onnxruntime's strided calibration), so they
     # hold the tensors of one image, not of all of them.
     strided = {} if reader is None else {"CalibStridedMinMax": 1}
@@ -147,21 +147,21 @@ class _Feeds:
         return None if index is None else {self.name: self.feed(index)}
 
 
-def _check_ranges(graph, ranges_path: Path, method) -> None:
+def _check_ranges(graph, ranges_cache: Path, method) -> None:
     """Refuse a ranges file that lacks an input of a Conv in ``graph`` (it came from another export),
     or that another calibration method wrote."""
     from onnxruntime.quantization.calibrate import load_tensors_data
 
     try:
-        ranges = load_tensors_data(ranges_path)
+        ranges = load_tensors_data(ranges_cache)
     except (ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"{ranges_path}: not a calibration cache of tensor ranges ({exc})") from None
+        raise UserError(f"{ranges_cache}: not a calibration cache of tensor ranges ({exc})") from None
     if ranges.calibration_method != method:
-        raise UserError(f"{ranges_path}: calibrated with {ranges.calibration_method.name}, not "
+        raise UserError(f"{ranges_cache}: calibrated with {ranges.calibration_method.name}, not "
                         f"{method.name}; delete the file to recalibrate or choose the method it was made with")
     initializers = {t.name for t in graph.initializer}
     needed = {name for node in graph.node if node.op_type == "Conv" for name in node.input[:1]}
     missing = sorted(needed - initializers - set(ranges.keys()))
     if missing:
-        raise UserError(f"{ranges_path}: calibrated ranges lack {len(missing)} Conv inputs of this ONNX "
+        raise UserError(f"{ranges_cache}: calibrated ranges lack {len(missing)} Conv inputs of this ONNX "
                         f"(first: {missing[0]}); delete the file to recalibrate")

@@ -26,26 +26,34 @@ def describe_api_calibration() -> str:
 
 
 def activation_ranges(state: Mapping[str, torch.Tensor], weights: Mapping[str, np.ndarray],
-                      cache_path: str | Path, must_exist: bool = False) -> dict[str, float]:
-    """{module: amax} for every convolution of the network, from the calibration cache ``cache_path``.
+                      cache: str | Path | None, save_to: str | Path | None = None) -> dict[str, float]:
+    """{module: amax} for every convolution of ``weights``: read from the calibration ``cache`` file, or,
+    when ``cache`` is None, calibrated now on the default images and saved to ``save_to`` first.
 
-    The cache is reused when present and written when missing (calibrating now on the default images,
-    with ``API_CALIBRATION_METHOD``); with ``must_exist`` a missing file is an error instead.
+    A calibration table that is "written when missing, reused when present" is
+    ``activation_ranges(state, weights, table if table.is_file() else None, table)``.
 
     Raises:
-        UserError: the file is missing (``must_exist``), unreadable, or lacks a module of ``weights``.
+        UserError: the cache is missing, unreadable, or lacks a convolution of ``weights``.
+        ValueError: neither a cache to read nor a path to save to.
     """
-    cache_path = Path(cache_path)
-    if not cache_path.is_file() and not must_exist:
-        images = calibration_images()
-        ranges = calibrate(state, images)
-        save_cache(cache_path, ranges, API_CALIBRATION_METHOD, DEFAULT_PERCENTILE, len(images),
-                   state_fingerprint(state))
-        print(f"calibrated on {len(images)} images -> {cache_path}")
-    amax = load_amax(cache_path)
     from .network import conv_module_names
 
+    if cache is None:
+        if save_to is None:
+            raise ValueError("activation_ranges needs a cache to read or a path to save a new one to")
+        images = calibration_images()
+        ranges = calibrate(state, images)
+        cache = save_cache(save_to, ranges, API_CALIBRATION_METHOD, DEFAULT_PERCENTILE, len(images),
+                           state_fingerprint(state))
+        print(f"calibrated on {len(images)} images -> {cache}")
+    amax = load_amax(cache)
     missing = [m for m in conv_module_names(weights) if m not in amax]
     if missing:
         raise UserError(f"calibration cache lacks {len(missing)} modules (first: {missing[0]}); recalibrate")
     return amax
+
+
+# Old homes of these two, kept so that existing imports keep working.
+from ..calibration import fit_image  # noqa: E402,F401
+from ..onnx.quantize import quantize_onnx  # noqa: E402,F401
