@@ -250,3 +250,25 @@ def test_int8_calibration_at_512x482_stays_within_6gb(tmp_path):
     assert result["peak_rss_gb"] <= CALIBRATION_RSS_LIMIT_GB
     ranges = json.loads((tmp_path / "ranges.json").read_text())
     assert len(ranges["data"]) > 200
+
+
+def test_histogram_methods_calibrate_one_image_per_pass(tmp_path, golden_state):
+    """percentile goes through onnxruntime's histogram calibrator fed one image per pass; its ranges
+    lie within the max ranges of the same images."""
+    from architecture import build_model
+    from mstpp.onnx.export import export_onnx
+    from mstpp.onnx.quantize import quantize_onnx
+    from mstpp.onnx.ranges import load_ranges
+
+    model = build_model("mst_plus_plus")
+    model.load_state_dict(golden_state)
+    fp32 = export_onnx(model, tmp_path / "m.onnx", 1, 32, 32)
+    rng = np.random.default_rng(3)
+    images = [rng.random((3, 32, 32), dtype=np.float32) for _ in range(3)]
+    quantize_onnx(fp32, tmp_path / "max.onnx", images, "max", tmp_path / "max.json")
+    quantize_onnx(fp32, tmp_path / "pct.onnx", images, "percentile", tmp_path / "pct.json")
+    high, pct = load_ranges(tmp_path / "max.json"), load_ranges(tmp_path / "pct.json")
+    assert set(pct) == set(high)
+    amax = {k: max(abs(lo), abs(hi)) for k, (lo, hi) in high.items()}
+    assert all(max(abs(lo), abs(hi)) <= amax[k] * (1 + 1e-6) for k, (lo, hi) in pct.items())
+    assert sum(max(abs(lo), abs(hi)) < amax[k] for k, (lo, hi) in pct.items()) > len(pct) // 2
