@@ -21,7 +21,7 @@ usage: ./build.sh [all|test|setup] [--profile quick|full] [--weights PATH] [--no
   setup          only create/update the virtual environment
 
   --profile      quick: batch 1, small timing budget (default without a GPU)
-                 full:  batch 1,2,4,8,16 at 512x482, DESIGN protocol timing (default with a GPU)
+                 full:  batch 1,2,4,8,16 at 512x482, docs/DESIGN.md section 7 timing (default with a GPU)
   --weights      MST++ checkpoint for every stage (default: shipped weights, else seeded init)
   --no-setup     use the current python3 as is (no .venv)
 

@@ -8,7 +8,9 @@ Examples:
 
 For each input X it writes X.npy (float32 [31, H, W]), X.mat (key 'cube', [H, W, 31], when scipy is
 installed) and X_preview.png (false colour plus the 450/550/650 nm bands). Images of different sizes
-are batched separately. Any route of performance_latency.py --list-routes can be used.
+are batched separately. Any route of performance_latency.py --list-routes can be used. Images must be
+at least 5x5 pixels; a batch estimated not to fit in memory is refused before anything runs
+(docs/memory_estimates.md).
 """
 from __future__ import annotations
 
@@ -48,6 +50,8 @@ def main(argv=None) -> int:
     paths = find_images(args.inputs)
     if not paths:
         raise UserError(f"no images found in {', '.join(args.inputs)}")
+    from mstpp.preflight import check_images
+    check_images(paths, route, args.batch_size, "cuda" if torch.cuda.is_available() else "cpu")
     images = [read_rgb(p) for p in paths]
     state, source = resolve_weights(args.weights)
     print(source.description)
@@ -62,7 +66,11 @@ def main(argv=None) -> int:
                 runner.prepare(tuple(batch.shape))
             except RouteUnavailable as exc:
                 raise UserError(str(exc)) from None
-            cubes = runner.run(runner.make_input(batch)).float().cpu().numpy()
+            try:
+                cubes = runner.run(runner.make_input(batch)).float().cpu().numpy()
+            except torch.cuda.OutOfMemoryError:  # the estimate was short: still one line, no traceback
+                raise UserError(f"{route} ran out of GPU memory on a {tuple(batch.shape)} batch; "
+                                "try a smaller --batch-size or image") from None
             for i, cube in zip(idx, cubes):
                 if not np.isfinite(cube).all():
                     print(f"warning: {paths[i]}: output has NaN/Inf values", file=sys.stderr)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mstpp.cli import run_cli
 from mstpp.onnx.quantize import CALIBRATION_METHOD, CALIBRATION_METHODS
-from mstpp.trt.cli_args import add_engine_args
+from mstpp.trt.cli_args import add_engine_args, shape_flags_follow_onnx
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -30,6 +30,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--onnx_path", "--onnx-path", type=Path, default=Path("model") / "mstpp.onnx",
                    help="FP32 MST++ ONNX from torch2onnx.py (default model/mstpp.onnx)")
     add_engine_args(p, "build/mstpp_parser_fp32.plan")
+    shape_flags_follow_onnx(p)
     p.add_argument("--calib-method", choices=CALIBRATION_METHODS, default=CALIBRATION_METHOD,
                    help="INT8 activation ranges: max |x|, percentile 99.99 or entropy (default %(default)s)")
     p.add_argument("--calib-images", nargs="*", default=(),
@@ -40,8 +41,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 def prepare_onnx(args: argparse.Namespace) -> Path:
     """The ONNX to parse for ``args.mode``: the input, or its FP16 / Q/DQ INT8 rewrite."""
     from mstpp.onnx.check import check_mstpp_onnx
+    from mstpp.trt.cli_args import engine_shape_for_onnx, onnx_input_dims
 
-    check_mstpp_onnx(args.onnx_path)
+    dims = onnx_input_dims(check_mstpp_onnx(args.onnx_path))  # a static ONNX decides the engine shape
+    args.batch_size, args.height, args.width = engine_shape_for_onnx(dims, args.batch_size, args.height,
+                                                                     args.width, str(args.onnx_path))
     if args.mode == "FP32":
         return args.onnx_path
     args.plan_path.parent.mkdir(parents=True, exist_ok=True)

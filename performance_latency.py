@@ -188,6 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     quick, timing, batches, height, width = resolve_profile(args, device)
 
     from mstpp.errors import UserError
+    from mstpp.input_size import size_problem
+    if size_problem(height, width):
+        parser.error(f"--height/--width {size_problem(height, width)}")
     from mstpp.weights import resolve_weights
 
     try:

@@ -56,6 +56,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.verify_size and not args.dynamic:
         raise UserError("--verify-size needs --dynamic: a static ONNX only accepts its export size")
+    from mstpp.input_size import MIN_INPUT_SIZE, check_input_size
+    check_input_size(args.height, args.width, "--height/--width")
+    if args.verify_size:
+        check_input_size(*args.verify_size, "--verify-size")
     import onnx
     import torch
 
@@ -87,6 +91,8 @@ def main(argv=None) -> int:
         print(f"rewrote {n} ReduceL2 nodes as {args.l2_form}")
     check_mstpp_onnx(out)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    if args.dynamic:
+        print(f"dynamic ONNX: any batch, H and W >= {MIN_INPUT_SIZE} (stated in its metadata and doc string)")
     if not args.no_verify:
         if args.verify_size:
             h, w = args.verify_size

@@ -9,7 +9,8 @@ from typing import Callable
 
 from torch import nn
 
-from .mst_plus_plus import MST, MSAB, MST_Plus_Plus, SpectralMSA, l2_normalize, pad_amounts
+from . import parts
+from .mst_plus_plus import MIN_SIZE, MST, MSAB, MST_Plus_Plus, SpectralMSA, l2_normalize, pad_amounts
 
 MODEL_REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "mst_plus_plus": MST_Plus_Plus,
@@ -25,4 +26,5 @@ def build_model(name: str = "mst_plus_plus", **kwargs) -> nn.Module:
     return builder(**kwargs)
 
 
-__all__ = ["MST", "MSAB", "MST_Plus_Plus", "SpectralMSA", "l2_normalize", "MODEL_REGISTRY", "build_model", "pad_amounts"]
+__all__ = ["MIN_SIZE", "MST", "MSAB", "MST_Plus_Plus", "SpectralMSA", "l2_normalize", "MODEL_REGISTRY", "build_model",
+           "pad_amounts", "parts"]

@@ -13,10 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: Spatial sizes are reflect-padded up to a multiple of this (three 2x down-samplings).
-PAD_MULTIPLE = 8
-#: Channels per attention head; MST++ uses one head per 31 channels at every level.
-HEAD_DIM = 31
+# The sizes live with the part names (architecture/parts.py); re-exported here for existing imports.
+from .parts import BLOCKS_PER_MSAB, FFN_MULT, HEAD_DIM, LEVELS, MIN_SIZE, N_FEAT, PAD_MULTIPLE, STAGES
 
 
 class GELU(nn.Module):
@@ -88,7 +86,7 @@ class SpectralMSA(nn.Module):
 class FeedForward(nn.Module):
     """1x1 expand -> GELU -> depthwise 3x3 -> GELU -> 1x1 project, on [B, C, H, W]."""
 
-    def __init__(self, dim: int, mult: int = 4) -> None:
+    def __init__(self, dim: int, mult: int = FFN_MULT) -> None:
         super().__init__()
         hidden = dim * mult
         self.net = nn.Sequential(
@@ -207,8 +205,8 @@ def pad_amounts(height: int, width: int, multiple: int = PAD_MULTIPLE) -> tuple[
 class MST_Plus_Plus(nn.Module):  # noqa: N801  (official class name, kept for user code)
     """MST++: RGB [B, 3, H, W] in [0, 1] -> spectral cube [B, 31, H, W] (400-700 nm, 10 nm steps).
 
-    Any H, W: the input is reflect-padded at the bottom/right to a multiple of 8 and the output
-    cropped back.
+    Any H, W >= ``MIN_SIZE`` (5): the input is reflect-padded at the bottom/right to a multiple of 8
+    and the output cropped back.
 
     Args:
         in_channels: input bands (3 for RGB).
@@ -217,11 +215,12 @@ class MST_Plus_Plus(nn.Module):  # noqa: N801  (official class name, kept for us
         stage: number of cascaded MST stages (3).
     """
 
-    def __init__(self, in_channels: int = 3, out_channels: int = 31, n_feat: int = 31, stage: int = 3) -> None:
+    def __init__(self, in_channels: int = 3, out_channels: int = 31, n_feat: int = N_FEAT, stage: int = STAGES) -> None:
         super().__init__()
         self.stage = stage
         self.conv_in = nn.Conv2d(in_channels, n_feat, kernel_size=3, padding=1, bias=False)
-        self.body = nn.Sequential(*[MST(dim=n_feat, stage=2, num_blocks=[1, 1, 1]) for _ in range(stage)])
+        self.body = nn.Sequential(*[MST(dim=n_feat, stage=LEVELS, num_blocks=[BLOCKS_PER_MSAB] * (LEVELS + 1))
+                                    for _ in range(stage)])
         self.conv_out = nn.Conv2d(n_feat, out_channels, kernel_size=3, padding=1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

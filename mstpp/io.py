@@ -176,3 +176,42 @@ def write_cube(cube: np.ndarray, out_stem: str | Path, mat: bool = True, preview
         written.append(out_stem.parent / f"{out_stem.name}_preview.png")
         _cv2().imwrite(str(written[-1]), preview_image(cube)[:, :, ::-1])
     return written
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(H, W) of an image file without decoding its pixels where the format allows it.
+
+    Lets size and memory checks run before a large image is read. Pillow reads the header only; .npy
+    files are memory-mapped; without Pillow the image is decoded by ``read_rgb``'s reader.
+
+    Raises:
+        ImageError: as ``read_rgb`` for files that cannot be read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"image not found: {path}")
+    if path.suffix.lower() == ".npy":
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ImageError(f"{path}: not a readable .npy array ({exc})") from None
+        hwc_shape = _hwc_from_npy(arr, str(path)).shape
+        return int(hwc_shape[0]), int(hwc_shape[1])
+    try:
+        from PIL import Image
+    except ImportError:
+        Image = None
+    if Image is not None:
+        # Pillow refuses very large images as "decompression bombs" even when only asked for the size,
+        # and those are exactly the ones whose size must be known before decoding.
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            with Image.open(path) as img:
+                width, height = img.size
+            return int(height), int(width)
+        except Exception:  # let the full reader produce its one-line message for this file
+            pass
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+    _, height, width = read_rgb(path).shape
+    return int(height), int(width)

@@ -2,7 +2,11 @@
 
 The functions take and return torch CUDA tensors and run on the current CUDA stream. Build the library with
 ``make -C plugins``; the environment variable ``MSTPP_KERNELS_LIB`` points at another build. The library is
-loaded on the first call, so importing this module costs nothing and works without a GPU.
+loaded on the first call, so importing this module works without a GPU or a build.
+
+The widths below are what MST++ needs of the kernels (from ``architecture.parts``); the library states what it
+supports itself (``capabilities()``, the C ABI's ``mstpp_capability``), and loading fails at once, naming the
+gap, when a build does not cover the model.
 
 Precision: storage is float32, float16 or bfloat16; all statistics and arithmetic are float32.
 """
@@ -12,14 +16,21 @@ import ctypes
 import math
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
+
+from architecture import parts
+
+from .resources import plugin_build_dir
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = [
     "KernelLibraryError",
+    "KernelCapabilities",
+    "capabilities",
     "library_path",
     "load_library",
     "layer_norm_rows",
@@ -35,18 +46,19 @@ __all__ = [
 ]
 
 LIBRARY_NAME = "libmstpp_kernels.so"
-DEFAULT_BUILD_DIR = Path(__file__).resolve().parent.parent / "plugins" / "build"
+DEFAULT_BUILD_DIR = plugin_build_dir()
 ENV_VAR = "MSTPP_KERNELS_LIB"
-LAYERNORM_MAX_C = 1024  # MSTPP_LAYERNORM_MAX_C in mstpp_kernels.h
-FFN_CHANNELS = (31, 62, 124)  # channel counts mstpp_ffn_nchw supports
-MSA_CHANNELS = (31, 62, 124)  # channel counts mstpp_msa_nchw supports
-MSA_HEAD_DIM = 31  # channels per attention head at every MST++ level
-CONV_IN_CHANNELS = (3, 31, 62)  # input channel counts mstpp_conv_nchw supports
-CONV_OUT_CHANNELS = (31, 62, 124)  # output channel counts mstpp_conv_nchw supports
-CONV_GEOMETRIES = ((3, 1, 1), (4, 2, 1))  # (kernel size, stride, padding) mstpp_conv_nchw supports
-UPFUSE_CHANNELS = (62, 124)  # low-resolution channel counts mstpp_upfuse_nchw supports
+# What MST++ asks of each kernel (the library must support at least these; see KernelCapabilities).
+FFN_CHANNELS = parts.LEVEL_CHANNELS  # the feed-forward block at every level
+MSA_CHANNELS = parts.LEVEL_CHANNELS  # the spectral attention at every level
+MSA_HEAD_DIM = parts.HEAD_DIM
+CONV_IN_CHANNELS = (parts.RGB_CHANNELS,) + parts.LEVEL_CHANNELS[:-1]  # conv_in, then every level down-sampled
+CONV_OUT_CHANNELS = parts.LEVEL_CHANNELS
+CONV_GEOMETRIES = parts.CONV_GEOMETRIES
+UPFUSE_CHANNELS = parts.LEVEL_CHANNELS[1:]  # the lower level of each decoder step
 
 _lib: Optional[ctypes.CDLL] = None
+_caps: Optional["KernelCapabilities"] = None
 _lib_lock = threading.Lock()
 
 
@@ -54,8 +66,66 @@ class KernelLibraryError(RuntimeError):
     """The kernel library is missing or cannot be loaded, or a kernel launch failed."""
 
 
+@dataclass(frozen=True)
+class KernelCapabilities:
+    """What a build of the kernel library accepts, as it reports through ``mstpp_capability``."""
+
+    abi_version: int
+    layernorm_max_c: int
+    ffn_channels: tuple[int, ...]
+    msa_channels: tuple[int, ...]
+    msa_head_dim: int
+    conv_in_channels: tuple[int, ...]
+    conv_out_channels: tuple[int, ...]
+    conv_geometries: tuple[tuple[int, int, int], ...]
+    upfuse_channels: tuple[int, ...]
+
+    def gaps(self) -> list[str]:
+        """What MST++ needs (the module constants) and this build lacks, in words; empty when it covers the model."""
+        needs = (("FFN channels", FFN_CHANNELS, self.ffn_channels), ("MSA channels", MSA_CHANNELS, self.msa_channels),
+                 ("MSA head width", (MSA_HEAD_DIM,), (self.msa_head_dim,)),
+                 ("conv input channels", CONV_IN_CHANNELS, self.conv_in_channels),
+                 ("conv output channels", CONV_OUT_CHANNELS, self.conv_out_channels),
+                 ("conv geometries", CONV_GEOMETRIES, self.conv_geometries),
+                 ("upfuse channels", UPFUSE_CHANNELS, self.upfuse_channels))
+        return [f"{what} {sorted(set(need) - set(have))}" for what, need, have in needs if not set(need) <= set(have)]
+
+
+# mstpp_capability ids (enum mstpp_capability_id in mstpp_kernels.h).
+_CAP_IDS = {"abi_version": 0, "layernorm_max_c": 1, "ffn_channels": 2, "msa_channels": 3, "msa_head_dim": 4,
+            "conv_in_channels": 5, "conv_out_channels": 6, "conv_geometries": 7, "upfuse_channels": 8}
+_CAP_SCALARS = ("abi_version", "layernorm_max_c", "msa_head_dim")
+
+
+def _read_capabilities(lib: ctypes.CDLL, path: Path) -> KernelCapabilities:
+    if not hasattr(lib, "mstpp_capability"):
+        raise KernelLibraryError(f"{path} predates mstpp_capability: rebuild it with `make -C plugins`")
+    lib.mstpp_capability.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_int64), ctypes.c_int]
+    lib.mstpp_capability.restype = ctypes.c_int
+    values = {}
+    for name, what in _CAP_IDS.items():
+        count = lib.mstpp_capability(what, None, 0)
+        if count < 0:
+            raise KernelLibraryError(f"{path} does not know capability {name}: rebuild it with `make -C plugins`")
+        buf = (ctypes.c_int64 * count)()
+        lib.mstpp_capability(what, buf, count)
+        values[name] = tuple(int(v) for v in buf)
+    for name in _CAP_SCALARS:
+        values[name] = values[name][0]
+    flat = values["conv_geometries"]
+    values["conv_geometries"] = tuple(tuple(flat[i:i + 3]) for i in range(0, len(flat), 3))
+    return KernelCapabilities(**values)
+
+
+def capabilities() -> KernelCapabilities:
+    """What the loaded kernel library supports (loads it first); raises KernelLibraryError."""
+    _load()
+    assert _caps is not None
+    return _caps
+
+
 def library_path() -> Path:
-    """Where the kernel library is looked for: ``$MSTPP_KERNELS_LIB`` if set, else ``plugins/build/``."""
+    """Where the kernel library is looked for: ``$MSTPP_KERNELS_LIB`` if set, else ``plugins/build/`` (``mstpp.resources``)."""
     override = os.environ.get(ENV_VAR)
     return Path(override) if override else DEFAULT_BUILD_DIR / LIBRARY_NAME
 
@@ -66,7 +136,7 @@ def load_library() -> None:
 
 
 def _load() -> ctypes.CDLL:
-    global _lib
+    global _lib, _caps
     with _lib_lock:
         if _lib is not None:
             return _lib
@@ -98,7 +168,12 @@ def _load() -> ctypes.CDLL:
         for name in ("mstpp_layernorm_rows", "mstpp_layernorm_nchw", "mstpp_l2norm_rows", "mstpp_gelu",
                      "mstpp_ffn_nchw", "mstpp_msa_nchw", "mstpp_conv_nchw", "mstpp_upfuse_nchw"):
             getattr(lib, name).restype = c_int
-        _lib = lib
+        caps = _read_capabilities(lib, path)
+        gaps = caps.gaps()
+        if gaps:
+            raise KernelLibraryError(f"{path} does not cover MST++ ({'; '.join(gaps)}): rebuild it with "
+                                     "`make -C plugins`")
+        _lib, _caps = lib, caps
         return lib
 
 
@@ -131,8 +206,9 @@ def _check_affine(x: "torch.Tensor", gamma: "torch.Tensor", beta: "torch.Tensor"
             raise ValueError(f"{name} must be on {x.device}, got {t.device}")
         if t.numel() != channels or not t.is_contiguous():
             raise ValueError(f"{name} must be a contiguous tensor of {channels} elements, got shape {tuple(t.shape)}")
-    if not 1 <= channels <= LAYERNORM_MAX_C:
-        raise ValueError(f"channel count must be in [1, {LAYERNORM_MAX_C}], got {channels}")
+    max_c = capabilities().layernorm_max_c
+    if not 1 <= channels <= max_c:
+        raise ValueError(f"channel count must be in [1, {max_c}], got {channels}")
 
 
 def _output(x: "torch.Tensor", out: "Optional[torch.Tensor]") -> "torch.Tensor":

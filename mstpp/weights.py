@@ -19,11 +19,12 @@ from torch import nn
 from architecture import build_model
 
 from .errors import WeightsError
+from .resources import shipped_weights
 
 #: Seed of the default initialisation used while no trained weights ship with the toolkit.
 DEFAULT_SEED = 0
 #: Trained weights shipped with the toolkit; used by default once the file exists.
-SHIPPED_WEIGHTS = Path(__file__).resolve().parent.parent / "model" / "mstpp_synthetic.pth"
+SHIPPED_WEIGHTS = shipped_weights()
 
 _NPZ_PREFIXES = ("", "weight/", "weights/")
 

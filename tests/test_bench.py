@@ -214,7 +214,9 @@ def test_unavailable_route_is_a_skipped_row():
 def test_oom_row_closes_runner_and_loop_goes_on(weights, monkeypatch):
     FakeRunner.closed.clear()
     oom = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-    monkeypatch.setitem(ROUTES, "fake-oom", RouteSpec("fake-oom", "always OOM", _factory(oom), {}, cuda_only=False))
+    # A registry factory: (state_dict, device, route=..., **options), as make_runner calls it.
+    spec_factory = lambda state_dict, device, route, **options: FakeRunner(device or "cpu", oom, route)  # noqa: E731
+    monkeypatch.setitem(ROUTES, "fake-oom", RouteSpec("fake-oom", "always OOM", spec_factory, {}, cuda_only=False))
     rows = run_benchmark(["fake-oom", "torch-fp32"], [1, 2], 16, 16, weights, "cpu", BenchOptions(timing=TINY),
                          progress=False)
     by = {(r.route, r.batch): r for r in rows}

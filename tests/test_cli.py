@@ -73,8 +73,8 @@ def test_infer_writes_cubes(tmp_path):
     ("torch2onnx.py", ["--opset", "13"], "LayerNormalization needs opset >= 17"),
     ("torch2onnx.py", ["--verify-size", "64", "64"], "--verify-size needs --dynamic"),
     ("get_weights.py", ["--model_path", "missing.pth"], "not found"),
-    ("tools/profile_route.py", ["--routes", "fused-fp17"], "unknown route(s) ['fused-fp17']"),
-    ("tools/profile_route.py", ["--batch", "0"], "must be positive"),
+    ("-m", ["tools.profile_route", "--routes", "fused-fp17"], "unknown route(s) ['fused-fp17']"),
+    ("-m", ["tools.profile_route", "--batch", "0"], "must be positive"),
 ])
 def test_bad_arguments(script, args, fragment):
     proc = run_script(script, *args)
@@ -84,6 +84,6 @@ def test_bad_arguments(script, args, fragment):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
 def test_profile_route_without_gpu_says_so():
-    proc = run_script("tools/profile_route.py", "--routes", "torch-fp32")
+    proc = run_script("-m", "tools.profile_route", "--routes", "torch-fp32")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "needs a CUDA GPU" in proc.stderr

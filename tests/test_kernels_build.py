@@ -28,6 +28,7 @@ EXPORTED = [
     "mstpp_msa_nchw",
     "mstpp_conv_nchw",
     "mstpp_upfuse_nchw",
+    "mstpp_capability",
 ]
 
 #: What the dynamic-registration plugin library exports besides the kernels' C ABI (the static one: nothing).
@@ -107,6 +108,22 @@ def test_host_side_calls_without_gpu(kernels_lib: Path):
 
 
 @requires_make
+@requires_nvcc
+def test_capabilities_are_read_from_the_library(kernels_lib: Path, monkeypatch):
+    from mstpp import kernels
+
+    monkeypatch.setenv(kernels.ENV_VAR, str(kernels_lib))
+    monkeypatch.setattr(kernels, "_lib", None)
+    monkeypatch.setattr(kernels, "_caps", None)
+    caps = kernels.capabilities()  # host-only: answers without a GPU
+    assert caps.gaps() == []
+    assert caps.layernorm_max_c == 1024 and caps.msa_head_dim == kernels.MSA_HEAD_DIM
+    assert set(caps.conv_geometries) == set(kernels.CONV_GEOMETRIES)
+    lib = ctypes.CDLL(str(kernels_lib))
+    assert lib.mstpp_capability(99, None, 0) == -2  # unknown capability: MSTPP_ERR_BAD_SHAPE
+
+
+@requires_make
 def test_make_plugins_without_tensorrt_fails_clearly(tmp_path: Path):
     result = _make("plugins", "TENSORRT_ROOT=", f"BUILD_DIR={tmp_path}")
     assert result.returncode != 0
@@ -125,7 +142,9 @@ def test_make_plugins_with_wrong_tensorrt_root_fails_clearly(tmp_path: Path):
 @requires_nvcc
 @requires_tensorrt_headers
 def test_plugin_sources_compile_against_tensorrt(tmp_path: Path):
-    objects = [f"{tmp_path}/obj/trt/mstppPlugins.{kind}.o" for kind in ("static", "dynamic")]
+    sources = sorted((PLUGINS_DIR / "trt").glob("*.cpp"))
+    assert len(sources) >= 8  # one file per plugin over the shared base
+    objects = [f"{tmp_path}/obj/trt/{src.stem}.{kind}.o" for src in sources for kind in ("static", "dynamic")]
     result = _make("-j2", *objects, f"TENSORRT_ROOT={TENSORRT_ROOT}", f"BUILD_DIR={tmp_path}")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output

@@ -16,7 +16,12 @@ show up at >= 1e-3). Against PyTorch float32: <= 4e-5 * max|y|.
 
 FP16/BF16 storage runs the tensor-core path: S = x x^T from the stored 16-bit values (exact operands, float32
 accumulation) and the two per-pixel C x C products v = Wv x and M x (M = Wproj . blockdiag(A) . Wv, computed in
-float32) with Wv and M rounded to the storage type; depthwise convolutions, GELU and the residual stay float32.
+float32) with Wv and M rounded to the storage type; the residual stays float32, the GELU is the kernels' tanh form,
+and the positional branch (dw1, GELU, dw2) is float32 for BF16 storage and FP16 arithmetic for FP16 storage, which
+_reference_rounded repeats rounding by rounding (hidden16.py). For FP16 the tight check adds an allowance for the
+hardware tanh (TANH_FLIP_U, measured on the H100) and the exact check a first-order worst case of the FP16 hidden
+arithmetic (_hidden16_bound); with them an FP16 error of ~1e-2 at a typical pixel of the test data is within the
+allowance, so the FP16 tight check catches errors of a few 1e-2 and every indexing or sync error (O(|y|)).
 Let u_w be the unit roundoff of the operand type and u_s that of the storage (both 2^-11 for FP16, 2^-8 for BF16;
 round to nearest: |round(a) - a| <= u |a|). Per output element (o, pixel p), to first order:
   * storing y:            <= u_s |y|
@@ -53,6 +58,7 @@ import pytest
 import torch
 
 from architecture.mst_plus_plus import SpectralMSA
+import hidden16
 from kernel_helpers import Poisoned
 from mstpp import kernels
 
@@ -64,6 +70,11 @@ FP32_VS_TORCH_REL_TOL = 4e-5
 UNIT_ROUNDOFF = {torch.float16: 2.0 ** -11, torch.bfloat16: 2.0 ** -8}  # storage and mma operand type
 GELU_LIPSCHITZ = 1.1289  # max over v of d/dv GELU(v) (exact erf form), at v ~ 0.75
 M_FLIPS_PER_ROW = 2  # M elements per row that may round the other way from float32 than from float64
+#: FP16 storage, positional branch: allowance for the hardware tanh against the exact-tanh model (tight check), in
+#: u (|wd2| * (|o1| + |t|)); the H100 kernel needed <= 2.0 over every GPU test shape and 1x512x488 (2x margin).
+TANH_FLIP_U = 4.0
+#: Worst case of the half2 GELU's own roundings and tanh.approx.f16x2, in u |argument| (docs/perf_notes_fused.md).
+GELU16_REL_U = 3.0
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -134,7 +145,15 @@ def _depthwise(t: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def _reference_rounded(m: SpectralMSA, x: torch.Tensor, operand_dtype=None, m_float64=None) -> torch.Tensor:
     """float64 ``x + SpectralMSA(x)`` in the kernel's form y = x + M x + bproj + dw2(GELU(dw1(Wv x))), with M and
-    the float32 Wv rounded to operand_dtype (the tensor-core path's mma operands); exact when it is None."""
+    the float32 Wv rounded to operand_dtype (the tensor-core path's mma operands) and the kernels' tanh-form GELU;
+    for FP16 also the FP16 hidden arithmetic of the positional branch (v rounded to FP16, both depthwise sums in FP16
+    tap by tap, GELU in half2 steps: tests/hidden16.py). Exact (erf GELU, no rounding) when operand_dtype is None."""
+    return _reference_parts(m, x, operand_dtype, m_float64)[0]
+
+
+@torch.no_grad()
+def _reference_parts(m: SpectralMSA, x: torch.Tensor, operand_dtype=None, m_float64=None):
+    """_reference_rounded's y and the positional branch's intermediates (dw1 output, GELU of it)."""
     b, c, h, w = x.shape
     xd = x.double()
     xf = xd.reshape(b, c, h * w)
@@ -144,9 +163,16 @@ def _reference_rounded(m: SpectralMSA, x: torch.Tensor, operand_dtype=None, m_fl
         fold = fold.to(operand_dtype)
         wv = wv.to(operand_dtype)
     v = (wv.double() @ xf).reshape(b, c, h, w)
-    pos = _depthwise(torch.nn.functional.gelu(_depthwise(v, m.pos_emb[0].weight)), m.pos_emb[2].weight)
+    if operand_dtype == torch.float16:
+        o1 = hidden16.dw3x3_half(hidden16.rnd16(v), m.pos_emb[0].weight.detach())
+        t = hidden16.gelu_half2(o1)
+        pos = hidden16.dw3x3_half(t, m.pos_emb[2].weight.detach())
+    else:
+        o1 = _depthwise(v, m.pos_emb[0].weight)
+        t = torch.nn.functional.gelu(o1) if operand_dtype is None else hidden16.gelu_tanh(o1)
+        pos = _depthwise(t, m.pos_emb[2].weight)
     bias = m.proj.bias.double().to(x.device).view(1, c, 1, 1)
-    return xd + (fold.double() @ xf).reshape(b, c, h, w) + bias + pos
+    return xd + (fold.double() @ xf).reshape(b, c, h, w) + bias + pos, o1, t
 
 
 @torch.no_grad()
@@ -159,10 +185,15 @@ def _check_low(m: SpectralMSA, x: torch.Tensor, y: torch.Tensor) -> None:
     fold = _folded_m(m, x)
     absx = x.double().abs().reshape(b, c, h * w)
     # Tight: the same operand rounding in float64; storing y, float32 noise and a few M rounding flips remain.
-    emul = _reference_rounded(m, x, dtype, m_float64=fold)
+    emul, o1, t = _reference_parts(m, x, dtype, m_float64=fold)
     scale = emul.abs().max().item()
     flips = (M_FLIPS_PER_ROW * 2 * u) * fold.abs().amax(-1, keepdim=True) * absx.amax(1, keepdim=True)
     tight = u * emul.abs() + FP32_REL_TOL * scale + flips.reshape(b, c, h, w)
+    wd2_abs = m.pos_emb[2].weight.detach().abs()
+    if dtype == torch.float16:
+        # The hardware tanh moves GELU(dw1) by a few ulp of the tanh value, |dt| ~ u |o1| per tap, and the FP16 sums
+        # of dw2 may then round differently: allowance TANH_FLIP_U u (|wd2| * (|o1| + |t|)) (docstring).
+        tight = tight + TANH_FLIP_U * u * _depthwise(o1.abs() + t.abs(), wd2_abs)
     excess = (yd - emul).abs() - tight
     worst = excess.argmax().item()
     assert excess.max().item() <= 0, (
@@ -174,11 +205,26 @@ def _check_low(m: SpectralMSA, x: torch.Tensor, y: torch.Tensor) -> None:
     pos_terms = GELU_LIPSCHITZ * _depthwise(_depthwise(wv_terms, m.pos_emb[0].weight.abs()), m.pos_emb[2].weight.abs())
     m_terms = (fold.abs() @ absx).reshape(b, c, h, w)
     bound = u * exact.abs() + u * (m_terms + pos_terms) + FP32_REL_TOL * scale
+    if dtype == torch.float16:
+        bound = bound + _hidden16_bound(m, x, u)
     excess = (yd - exact).abs() - bound
     worst = excess.argmax().item()
     assert excess.max().item() <= 0, (
         f"{dtype}: error vs float64 {(yd - exact).abs().flatten()[worst].item():.3g} exceeds the operand-rounding "
         f"bound {bound.flatten()[worst].item():.3g} at flat index {worst}")
+
+
+def _hidden16_bound(m: SpectralMSA, x: torch.Tensor, u: float) -> torch.Tensor:
+    """First-order worst case of the FP16 hidden arithmetic of the positional branch (module docstring): v stored in
+    FP16, dw1 with FP16 weights and nine FP16 roundings, the half2 tanh GELU, dw2 likewise."""
+    _, o1, t = _reference_parts(m, x, None)
+    b, c, h, w = x.shape
+    v = (m.to_v.weight.detach().double().to(x.device) @ x.double().reshape(b, c, h * w)).reshape(b, c, h, w)
+    wd1 = m.pos_emb[0].weight.detach().abs()
+    wd2 = m.pos_emb[2].weight.detach().abs()
+    e_o1 = 11 * u * _depthwise(v.abs(), wd1)  # v rounding, weight rounding, nine sums
+    e_t = GELU_LIPSCHITZ * e_o1 + GELU16_REL_U * u * o1.abs() + hidden16.GELU_TANH_MAX_ERR
+    return _depthwise(e_t, wd2) + 10 * u * _depthwise(t.abs(), wd2)
 
 
 def _run(m: SpectralMSA, x: torch.Tensor) -> torch.Tensor:
@@ -382,7 +428,8 @@ def test_msa_rounded_reference_is_the_module_on_cpu(channels, shape):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_msa_low_precision_tolerance_on_cpu(dtype):
     """_check_low passes a simulated tensor-core result (float32-accurate M rounded to dtype, y stored in dtype) and
-    fails the same result with a 1e-2 error (FP16) / 5e-2 error (BF16) at one element."""
+    fails the same result with a 3e-2 error (FP16; the FP16 hidden arithmetic's allowance is ~1e-2 at typical
+    pixels of this data) / 5e-2 error (BF16) at one element."""
     m = _module(62, seed=21)
     gen = torch.Generator().manual_seed(4)
     x = (1.5 * torch.randn((1, 62, 20, 17), generator=gen) + 0.3).to(dtype)
@@ -391,7 +438,7 @@ def test_msa_low_precision_tolerance_on_cpu(dtype):
     y = _reference_rounded(m, x, dtype, m_float64=fold32).to(dtype)
     _check_low(m, x, y)
     bad = y.clone()
-    bad[0, 40, 7, 3] += 1e-2 if dtype == torch.float16 else 5e-2
+    bad[0, 40, 7, 3] += 3e-2 if dtype == torch.float16 else 5e-2
     with pytest.raises(AssertionError, match="rounded-operand reference"):
         _check_low(m, x, bad)
 

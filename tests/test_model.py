@@ -68,3 +68,17 @@ def test_batch_and_odd_sizes_keep_shape():
     with torch.no_grad():
         y = model(torch.rand(2, 3, 21, 34))
     assert y.shape == (2, 31, 21, 34) and torch.isfinite(y).all()
+
+
+def test_parts_name_every_weight():
+    from architecture import parts
+
+    model = MST_Plus_Plus()
+    keys = parts.state_dict_keys()
+    assert len(set(keys)) == len(keys) and sorted(keys) == sorted(model.state_dict())
+    for stage in parts.stages():
+        for level, msab in enumerate(stage.msabs()):
+            width = parts.LEVEL_CHANNELS[min(level, 2 * parts.LEVELS - level)]
+            for attn, ffn in parts.msab_blocks(msab):
+                assert model.get_parameter(f"{attn}.to_q.weight").shape == (width, width)
+                assert model.get_submodule(ffn).norm.normalized_shape == (width,)

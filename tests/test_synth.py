@@ -222,7 +222,6 @@ def test_baselines_fit_linear_data() -> None:
 
 def _train(args: list[str], capsys) -> tuple[int, str]:
     # In-process (not a subprocess): shares the photo/eval-scene caches with the other tests.
-    sys.path.insert(0, str(REPO))
     import train
 
     code = train.main(args)

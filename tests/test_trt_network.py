@@ -198,7 +198,8 @@ def test_parser_plans_build_with_rtx(tmp_path, small_onnx, arad_image, mode):
 def test_parser_rejects_shape_mismatch(tmp_path, small_onnx):
     from conftest import run_script
 
+    # A static ONNX's shape comes from the file; a flag that contradicts it is refused.
     proc = run_script("mst_onnxparser.py", "--onnx_path", str(small_onnx), "--plan_path", str(tmp_path / "p.plan"),
-                      "--trt", "tensorrt_rtx")
+                      "--trt", "tensorrt_rtx", "--height", "512", "--width", "482")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "is static (1, 3, 64, 64)" in proc.stderr
+    assert "is static (1, 3, 64, 64), but --height is 512" in proc.stderr

@@ -1,4 +1,4 @@
-"""Tests of the reference INetworkDefinition executor (tests/trt_reference.py) against PyTorch.
+"""Tests of the reference INetworkDefinition executor (the test-support package tests/trt_reference/) against PyTorch.
 
 Each layer is checked on a small case against the PyTorch op it stands for; each strong-typing / axes rule is
 checked to raise. Where ``tensorrt_rtx`` is installed, ``test_agrees_with_tensorrt_rtx_builder`` builds the same
@@ -15,10 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-try:  # tests/ may or may not become a package
-    from tests import trt_reference as ref
-except ImportError:  # pragma: no cover - depends on how pytest sets sys.path
-    import trt_reference as ref
+import trt_reference as ref  # tests/ is on the path (pytest.ini)
 
 T = ref.ref_trt
 RNG = np.random.default_rng(0)

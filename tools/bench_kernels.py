@@ -20,23 +20,18 @@ input would flatter every kernel). Bandwidth counts the minimum traffic: every i
 every output element written once (gamma/beta ignored). The FFN is compute-bound: its rows also give GFLOP/s
 (2 * N * (8C^2 + 36C) for the two 1x1 and the depthwise convolutions; LN and GELU not counted).
 
-Example:  python tools/bench_kernels.py --out docs/results/kernels_bench.json
+Example:  python -m tools.bench_kernels --out docs/results/kernels_bench.json
 """
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
-import platform
-import shutil
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 from typing import Callable, Dict, List
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 TARGETS = {"layernorm": 0.70, "gelu": 0.80, "l2norm": 0.60}  # fraction of copy bandwidth, from the issue
 OPS = ("layernorm", "l2norm", "gelu", "ffn", "msa", "glue")
@@ -62,34 +57,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def nvidia_smi(query: str) -> str | None:
-    if shutil.which("nvidia-smi") is None:
-        return None
-    try:
-        out = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=20)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
-
-
-def environment(torch) -> Dict:
-    props = torch.cuda.get_device_properties(0)
-    return {
-        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "gpu": props.name,
-        "sm_count": props.multi_processor_count,
-        "l2_cache_bytes": getattr(props, "L2_cache_size", None),
-        "compute_capability": f"{props.major}.{props.minor}",
-        "driver": nvidia_smi("driver_version"),
-        "clocks_sm_mem": nvidia_smi("clocks.sm,clocks.mem"),
-        "clocks_max_sm_mem": nvidia_smi("clocks.max.sm,clocks.max.mem"),
-        "torch": torch.__version__,
-        "torch_cuda": torch.version.cuda,
-        "python": platform.python_version(),
-    }
-
-
 class Timer:
     """GPU time per call from CUDA-graph replays.
 
@@ -104,19 +71,13 @@ class Timer:
 
     def median_ms(self, fn: Callable[[int], object], n_sets: int = 1) -> float:
         """fn(i) runs one call on buffer set i; returns the median GPU time of one call in ms."""
+        from mstpp import cuda_graphs
+
         torch = self.torch
         for i in range(max(self.warmup, n_sets)):
             fn(i)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # torch asks for a warm-up on a side stream before capture
-            fn(0)
-        torch.cuda.current_stream().wait_stream(side)
         calls = max(n_sets, 10)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            for i in range(calls):
-                fn(i)
+        graph, _ = cuda_graphs.capture(lambda: [fn(i) for i in range(calls)])
         graph.replay()
         starts = [torch.cuda.Event(enable_timing=True) for _ in range(self.runs)]
         ends = [torch.cuda.Event(enable_timing=True) for _ in range(self.runs)]
@@ -427,12 +388,13 @@ def main(argv=None) -> int:
         print("bench_kernels: no CUDA GPU visible to torch; nothing to measure", file=sys.stderr)
         return 2
     from mstpp import kernels
+    from mstpp.bench.environment import capture_environment
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False  # the PyTorch FFN/MSA references run their 1x1 convolutions in FP32
     timer = Timer(torch, args.runs, args.warmup)
-    env = environment(torch)
-    l2_bytes = env["l2_cache_bytes"] or (50 << 20)
+    env = capture_environment("cuda")
+    l2_bytes = env.get("l2_cache_bytes") or (50 << 20)
     copy = copy_bandwidth(torch, timer)
     rows = run_cases(torch, kernels, args, timer, copy["gb_per_s"], l2_bytes)
     ffn_rows = run_ffn_cases(torch, kernels, args, timer, copy["gb_per_s"], l2_bytes) if "ffn" in args.ops else []

@@ -17,10 +17,10 @@ echo "== GPU tests"
 
 echo "== compute-sanitizer memcheck"
 if command -v compute-sanitizer >/dev/null 2>&1; then
-    compute-sanitizer --tool memcheck --error-exitcode 1 "$PYTHON" tools/sanitize_kernels.py
+    compute-sanitizer --tool memcheck --error-exitcode 1 "$PYTHON" -m tools.sanitize_kernels
 else
     echo "compute-sanitizer not found; skipped"
 fi
 
 echo "== benchmark"
-"$PYTHON" tools/bench_kernels.py --out "$RESULTS_DIR/kernels_bench.json"
+"$PYTHON" -m tools.bench_kernels --out "$RESULTS_DIR/kernels_bench.json"

@@ -2,7 +2,7 @@
 
 Run once on a machine with ``colour-science`` installed (``pip install colour-science``)::
 
-    python tools/make_spectral_tables.py            # writes data/spectral_tables.json
+    python -m tools.make_spectral_tables            # writes data/spectral_tables.json
 
 The generator itself (``mstpp.synth``) reads only the JSON, so training machines need no colour-science.
 All spectra are sampled at 400, 410, ..., 700 nm (31 bands); every source table has samples at exactly

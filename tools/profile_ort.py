@@ -7,7 +7,7 @@ per op type - its "kernel_time" is the host-side launch time on the CUDA EP, not
 GPU kernels themselves through torch.profiler (CUPTI sees every kernel in the process, ORT's too).
 
 Example:
-  python tools/profile_ort.py build/mstpp.raw.onnx build/mstpp.onnx --out profile.json
+  python -m tools.profile_ort build/mstpp.raw.onnx build/mstpp.onnx --out profile.json
 """
 from __future__ import annotations
 
@@ -17,8 +17,6 @@ import sys
 import tempfile
 from collections import defaultdict
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def summarise(profile_file: str, runs: int) -> dict:

@@ -5,7 +5,7 @@ Runs any route of performance_latency.py (after warm-up) under torch.profiler an
 (our fused kernels, convolutions, layout copies, elementwise ops) and the top kernels in ms per forward.
 
 Example:
-  python tools/profile_route.py --routes fused-fp16,torch-fp16 --batch 1 --out profile_routes.json
+  python -m tools.profile_route --routes fused-fp16,torch-fp16 --batch 1 --out profile_routes.json
 """
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(argv=None) -> int:
@@ -56,7 +54,7 @@ def main(argv=None) -> int:
             continue
         with runner:
             # Launch eagerly so torch.profiler attributes every kernel; a graph replays the same kernels.
-            if getattr(runner, "replays_cuda_graph", False):
+            if runner.replays_cuda_graph:
                 runner.replays_cuda_graph = False
             runner.prepare(shape)
             x = runner.make_input(torch.rand(*shape))

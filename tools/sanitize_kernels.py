@@ -1,12 +1,9 @@
 #!/usr/bin/env python3
 """Run every kernel once on small, awkward shapes (partial tiles, odd widths, misaligned pointers), for
-`compute-sanitizer --tool memcheck python tools/sanitize_kernels.py`. Exits non-zero on any kernel error."""
+`compute-sanitizer --tool memcheck python -m tools.sanitize_kernels`. Exits non-zero on any kernel error."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def main() -> int:

@@ -103,9 +103,7 @@ def make_runner(route: str, state_dict: Mapping[str, torch.Tensor], device: str 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if spec.cuda_only:
         require_cuda(route)
-    runner = spec.factory(state_dict, device, **{**spec.defaults, **options})
-    runner.route = route
-    return runner
+    return spec.factory(state_dict, device, route=route, **{**spec.defaults, **options})
 
 
 __all__ = ["ROUTES", "RouteSpec", "RouteUnavailable", "Runner", "make_runner"]

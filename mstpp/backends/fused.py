@@ -25,12 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from architecture import build_model
+from architecture import build_model, parts
 from architecture.mst_plus_plus import MSAB, MST, pad_amounts
 
-from .. import kernels
-from .base import RouteUnavailable, Runner, require_cuda
-from .torch_eager import set_tf32
+from .. import cuda_graphs, kernels
+from .base import RouteUnavailable, Runner, require_cuda, set_tf32
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -49,18 +48,21 @@ GLUE_MODES = {
 MAX_CACHED_GRAPHS = 4
 
 
+def _copy_weights(target: nn.Module, source: nn.Module, names: Mapping[str, str]) -> None:
+    """Register float32 contiguous copies of ``source``'s parameters as buffers of ``target``, under the kernel's names."""
+    for name, key in names.items():
+        target.register_buffer(name, source.get_parameter(key).detach().float().contiguous())
+
+
 class FusedFeedForward(nn.Module):
     """``x + PreNorm(C, FeedForward(C))(x)`` in one kernel. Parameters are kept as float32 on the device."""
 
     def __init__(self, prenorm: nn.Module) -> None:
         super().__init__()
-        net = prenorm.fn.net
-        self.eps = float(prenorm.norm.eps)
+        self.eps = float(prenorm.get_submodule(parts.FEED_FORWARD_NORM).eps)
         # The conv weights keep their module shapes ([4C, C, 1, 1], [4C, 1, 3, 3], [C, 4C, 1, 1]): the binding
         # accepts them as they are.
-        for name, tensor in (("ln_weight", prenorm.norm.weight), ("ln_bias", prenorm.norm.bias),
-                             ("w1", net[0].weight), ("wdw", net[2].weight), ("w2", net[4].weight)):
-            self.register_buffer(name, tensor.detach().float().contiguous())
+        _copy_weights(self, prenorm, parts.FEED_FORWARD_WEIGHTS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, C, H, W] contiguous -> x + FFN(LN(x)), same shape and dtype."""
@@ -72,10 +74,7 @@ class FusedSpectralMSA(nn.Module):
 
     def __init__(self, attn: nn.Module) -> None:
         super().__init__()
-        for name, tensor in (("wq", attn.to_q.weight), ("wk", attn.to_k.weight), ("wv", attn.to_v.weight),
-                             ("rescale", attn.rescale), ("wproj", attn.proj.weight), ("bproj", attn.proj.bias),
-                             ("wpos1", attn.pos_emb[0].weight), ("wpos2", attn.pos_emb[2].weight)):
-            self.register_buffer(name, tensor.detach().float().contiguous())
+        _copy_weights(self, attn, parts.ATTENTION_WEIGHTS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, C, H, W] contiguous -> x + SpectralMSA(x), same shape and dtype."""
@@ -208,22 +207,14 @@ class _GraphedForward:
     def __init__(self, forward: Any, example: torch.Tensor) -> None:
         self.static_in = torch.empty_like(example, memory_format=torch.contiguous_format)
         self.static_in.copy_(example)
-        # Warm-up on a side stream (lazy initialisation, cuDNN algorithm choice) so none of it is captured.
-        side = torch.cuda.Stream(example.device)
-        side.wait_stream(torch.cuda.current_stream(example.device))
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                forward(self.static_in)
-        torch.cuda.current_stream(example.device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.static_out = forward(self.static_in)
+        self.graph, self.static_out = cuda_graphs.capture(lambda: forward(self.static_in), example.device,
+                                                          warmup_runs=2)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         self.static_in.copy_(x)
         self.graph.replay()
-        # A copy, so that an output the caller keeps is not overwritten by the next replay.
-        return self.static_out.clone()
+        # The next replay overwrites it: Runner's output policy (base.py) lets the caller copy what it keeps.
+        return self.static_out
 
 
 class FusedRunner(Runner):
@@ -239,19 +230,18 @@ class FusedRunner(Runner):
             output is the same as eager; ``False`` launches every kernel from Python on each call).
         glue: which convolutions between the blocks run as our kernels: ``"auto"`` (up-sampling + fusion and
             conv_in, where ours measured faster than cuDNN), ``"all"`` or ``"none"`` (see the module docstring).
+        route: registry name (``make_runner`` passes it); default ``fused-<precision>``.
     """
 
-    #: ``run`` replays a CUDA graph itself, so a benchmark should not capture it again.
-    replays_cuda_graph: bool = True
+    replays_cuda_graph: bool = True  # unless made with cuda_graph=False
 
     def __init__(self, state_dict: Mapping[str, torch.Tensor], precision: str = "fp32",
-                 device: str = "cuda", cuda_graph: bool = True, glue: str = "auto") -> None:
-        super().__init__(device)
+                 device: str = "cuda", cuda_graph: bool = True, glue: str = "auto", route: str | None = None) -> None:
         if precision not in _DTYPES:
             raise ValueError(f"precision must be one of {sorted(_DTYPES)}, got {precision!r}")
         if glue not in GLUE_MODES:
             raise ValueError(f"glue must be one of {sorted(GLUE_MODES)}, got {glue!r}")
-        self.route = f"fused-{precision}"
+        super().__init__(device, route or f"fused-{precision}")
         if self.device.type != "cuda":
             raise RouteUnavailable(f"{self.route}: the fused kernels run on a CUDA GPU only")
         require_cuda(self.route)

@@ -39,11 +39,13 @@ class OrtRunner(Runner):
             ones vectors (docs/ort_cuda_notes.md).
         tf32: let the CUDA EP use TF32 in MatMul/Gemm (its default is on; ours is off, so that an
             "FP32" route is FP32 like the PyTorch baseline).
+        route: registry name (``make_runner`` passes it).
     """
 
     def __init__(self, state_dict: Mapping[str, torch.Tensor], device: str = "cuda", provider: str = "cuda",
                  precision: str = "fp32", onnx_path: str | Path | None = None, profile: str | None = None,
-                 threads: int | None = None, l2_form: str = "reducesum", tf32: bool = False) -> None:
+                 threads: int | None = None, l2_form: str = "reducesum", tf32: bool = False,
+                 route: str | None = None) -> None:
         try:
             import onnxruntime as ort
         except ImportError:
@@ -53,7 +55,7 @@ class OrtRunner(Runner):
             raise RouteUnavailable(f"ort-{provider}: this onnxruntime {ort.__version__} has no {want} "
                                    f"(available: {', '.join(ort.get_available_providers())}); "
                                    + ("install onnxruntime-gpu" if provider != "cpu" else ""))
-        super().__init__("cpu" if provider == "cpu" else device)
+        super().__init__("cpu" if provider == "cpu" else device, route)
         if precision not in ("fp32", "fp16", "int8"):
             raise RouteUnavailable(f"ort-{provider}: precision {precision} is not supported (fp32, fp16, int8)")
         self.ort = ort

@@ -28,15 +28,16 @@ class TensorRTRunner(Runner):
         state_dict: MST++ weights (used when the engine has to be built).
         path: ``parser`` (ONNX parser) or ``api`` (network API).
         precision: ``fp32``, ``fp16`` or ``int8``.
-        plugins: ``none`` or ``ours`` (API path; needs the plugin library loaded).
+        plugins: ``none``, ``ours`` or ``fused`` (API path; the last two need the plugin library loaded).
         plan_path: an existing plan to load instead of building one.
         flavour: ``tensorrt`` or ``tensorrt_rtx`` (default: whichever imports first).
+        route: registry name (``make_runner`` passes it).
     """
 
     def __init__(self, state_dict: Mapping[str, torch.Tensor], device: str = "cuda", path: str = "parser",
                  precision: str = "fp32", plugins: str = "none", plan_path: str | Path | None = None,
-                 flavour: str | None = None) -> None:
-        super().__init__(device)
+                 flavour: str | None = None, route: str | None = None) -> None:
+        super().__init__(device, route)
         from ..trt.version import detect
 
         try:

@@ -7,15 +7,9 @@ import torch
 
 from architecture import build_model
 
-from .base import RouteUnavailable, Runner, require_cuda
+from .base import RouteUnavailable, Runner, require_cuda, set_tf32
 
 _DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def set_tf32(enabled: bool) -> None:
-    """Set TF32 for both matmuls and cuDNN convolutions (PyTorch defaults differ between the two)."""
-    torch.backends.cuda.matmul.allow_tf32 = enabled
-    torch.backends.cudnn.allow_tf32 = enabled
 
 
 class TorchRunner(Runner):
@@ -30,18 +24,20 @@ class TorchRunner(Runner):
             ``reduce-overhead`` (CUDA graphs), ``max-autotune``, ``max-autotune-no-cudagraphs``).
         cudnn_benchmark: let cuDNN time its convolution algorithms for the shape (PyTorch's default
             is off; it is a free speed-up for fixed-shape inference).
+        route: registry name (``make_runner`` passes it); default ``torch-<precision>`` / ``compile-<precision>[mode]``.
     """
 
     def __init__(self, state_dict: Mapping[str, torch.Tensor], precision: str = "fp32",
                  device: str = "cuda", channels_last: bool = False, compile_mode: str | None = None,
-                 cudnn_benchmark: bool = False) -> None:
-        super().__init__(device)
+                 cudnn_benchmark: bool = False, route: str | None = None) -> None:
         if precision not in _DTYPES:
             raise ValueError(f"precision must be one of {sorted(_DTYPES)}, got {precision!r}")
-        kind = "compile" if compile_mode else "torch"
-        self.route = f"{kind}-{precision}" + ("-cl" if channels_last else "")
-        if compile_mode:
-            self.route += f"[{compile_mode}]"
+        if route is None:
+            kind = "compile" if compile_mode else "torch"
+            route = f"{kind}-{precision}" + ("-cl" if channels_last else "")
+            if compile_mode:
+                route += f"[{compile_mode}]"
+        super().__init__(device, route)
         if self.device.type == "cuda":
             require_cuda(self.route)
         elif precision in ("fp16", "bf16", "tf32"):

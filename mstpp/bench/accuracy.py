@@ -143,16 +143,11 @@ def evaluate_routes(routes: Sequence[str], samples: Sequence[Sample], state_dict
 def write_accuracy(rows: Sequence[Mapping[str, Any]], environment: Mapping[str, Any],
                    metadata: Mapping[str, Any], out_dir: str | Path, tag: str) -> tuple[Path, Path]:
     """``<tag>.json`` (the accuracy envelope read by the report) and ``<tag>.csv`` (scalar columns)."""
-    import json
-
     import pandas as pd
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, csv_path = out_dir / f"{tag}.json", out_dir / f"{tag}.csv"
+    from .results import write_envelope
+
     envelope = {"kind": "accuracy", "schema": 1, "metadata": dict(metadata), "environment": dict(environment),
                 "rows": [dict(r) for r in rows]}
-    json_path.write_text(json.dumps(envelope, indent=1, default=str) + "\n")
     flat = [{k: v for k, v in r.items() if not isinstance(v, (list, dict))} for r in rows]
-    pd.DataFrame(flat).to_csv(csv_path, index=False)
-    return json_path, csv_path
+    return write_envelope(envelope, pd.DataFrame(flat), out_dir, tag, indent=1)

@@ -121,6 +121,7 @@ def _torch_info(device: str | None) -> dict[str, Any]:
         compute_capability=f"{props.major}.{props.minor}",
         gpu_memory_gib=round(props.total_memory / 2**30, 2),
         sm_count=props.multi_processor_count,
+        l2_cache_bytes=getattr(props, "L2_cache_size", None),
     )
     info["_uuid"] = str(getattr(props, "uuid", "") or "")
     return info

@@ -17,7 +17,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from .stats import relative_difference_pct, speedup
 
@@ -193,14 +193,25 @@ def rows_to_frame(rows: Sequence[Row]):
     return pd.DataFrame.from_records(records, columns=[f.name for f in fields(Row)])
 
 
-def write_results(result: BenchResult, out_dir: str | Path, tag: str) -> tuple[Path, Path]:
-    """Write ``<out_dir>/<tag>.json`` and ``<out_dir>/<tag>.csv``; returns both paths."""
+def write_envelope(envelope: Mapping[str, Any], frame: Any, out_dir: str | Path, tag: str,
+                   indent: int = 2) -> tuple[Path, Path]:
+    """Write one result file pair: ``<tag>.json`` (the envelope: kind, schema, metadata, environment, rows) and
+    ``<tag>.csv`` (``frame``, a pandas DataFrame of the rows' scalar columns). Returns both paths.
+
+    Latency results (``write_results``) and accuracy studies (``mstpp.bench.accuracy.write_accuracy``) both
+    write through here, so every result file has the same envelope and the report reads them alike.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path, csv_path = out / f"{tag}.json", out / f"{tag}.csv"
-    json_path.write_text(json.dumps(result.to_json(), indent=2, default=str) + "\n", encoding="utf-8")
-    rows_to_frame(result.rows).to_csv(csv_path, index=False)
+    json_path.write_text(json.dumps(envelope, indent=indent, default=str) + "\n", encoding="utf-8")
+    frame.to_csv(csv_path, index=False)
     return json_path, csv_path
+
+
+def write_results(result: BenchResult, out_dir: str | Path, tag: str) -> tuple[Path, Path]:
+    """Write ``<out_dir>/<tag>.json`` and ``<out_dir>/<tag>.csv``; returns both paths."""
+    return write_envelope(result.to_json(), rows_to_frame(result.rows), out_dir, tag)
 
 
 def read_json(path: str | Path) -> dict[str, Any]:

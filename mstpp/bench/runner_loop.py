@@ -1,7 +1,8 @@
 """Benchmark routes through the runner interface and turn every outcome into result rows.
 
 A route that cannot run here becomes a ``skipped`` row with its reason, running out of memory an
-``oom`` row (after freeing what the runner held), anything else an ``error`` row with a one-line
+``oom`` row (after freeing what the runner held; a batch whose estimated peak memory exceeds the free
+memory is an ``oom`` row without being run, see ``mstpp.memory``), anything else an ``error`` row with a one-line
 reason; the benchmark as a whole never stops because of one route.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 
 from ..backends import RouteUnavailable, Runner, make_runner
+from ..memory import MemoryShortage, check_fits
 from .results import BASELINE_ROUTE, Row
 from .stats import median, summarize
 from .timing import (EndToEndStep, MemoryProbe, TimingConfig, TimingResult, capture_cuda_graph,
@@ -55,6 +57,8 @@ def is_oom(exc: BaseException) -> bool:
 
 def classify(exc: BaseException) -> tuple[str, str]:
     """(status, one-line reason) for an exception raised while benchmarking a route."""
+    if isinstance(exc, MemoryShortage):
+        return "oom", f"not run: {exc}"
     if isinstance(exc, RouteUnavailable):
         return "skipped", str(exc).strip().splitlines()[0] if str(exc).strip() else "route unavailable"
     if is_oom(exc):
@@ -150,6 +154,8 @@ def benchmark_route(route: str, state_dict: Mapping[str, torch.Tensor], batch: i
     rows: list[Row] = []
     try:
         probe.start()
+        # A batch estimated not to fit is an ``oom`` row before anything is allocated.
+        check_fits(route, (batch, 3, height, width), dev, what="estimate")
         runner = factory(route, state_dict, device=str(dev), **options.runner_options)
         runner.prepare((batch, 3, height, width))
         template.settings = dict(runner.describe())
@@ -192,7 +198,7 @@ def _guarded(template: Row, probe: MemoryProbe, phase: Callable[[], Row], **vari
 def _graph_row(template: Row, runner: Runner, x: torch.Tensor, dev: torch.device, config: TimingConfig,
                probe: MemoryProbe) -> Row:
     probe.begin_phase()
-    if getattr(runner, "replays_cuda_graph", False):
+    if runner.replays_cuda_graph:
         return _derive(template, cuda_graph=True, status="skipped", **probe.phase_result(),
                        reason="the route replays its own CUDA graph in every run (its plain row is the graph)")
     capture = capture_cuda_graph(lambda: runner.run(x), dev)

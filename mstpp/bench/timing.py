@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 import torch
 
+from .. import cuda_graphs
+
 #: What ``TimingResult.method`` can say.
 CUDA_EVENTS = "cuda-events"
 WALL_SYNC = "wall-clock (perf_counter, synchronised)"
@@ -153,17 +155,8 @@ def capture_cuda_graph(fn: Callable[[], torch.Tensor], device: str | torch.devic
     if device.type != "cuda" or not torch.cuda.is_available():
         return GraphCapture(None, "CUDA graphs need a CUDA device")
     try:
-        # Warm up on a side stream, as torch.cuda.graphs asks, so lazy init is not captured.
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            for _ in range(warmup_runs):
-                fn()
-        torch.cuda.current_stream(device).wait_stream(side)
         reference = fn().detach().float().clone()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            static_out = fn()
+        graph, static_out = cuda_graphs.capture(fn, device, warmup_runs)
         graph.replay()
         torch.cuda.synchronize(device)
         err = (static_out.detach().float() - reference).abs().max().item()

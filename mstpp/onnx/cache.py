@@ -12,14 +12,16 @@ from typing import Mapping
 
 import torch
 
+from ..resources import source_checkout
 from ..weights import state_fingerprint
 
-#: Default cache folder (git-ignored); the MSTPP_CACHE_DIR environment variable overrides it.
-DEFAULT_CACHE_DIR = Path(__file__).resolve().parents[2] / "build" / "cache"
+#: Default cache folder: build/cache of the source checkout (git-ignored), or of the working directory
+#: for an installed copy; the MSTPP_CACHE_DIR environment variable overrides it.
+DEFAULT_CACHE_DIR = (source_checkout() or Path.cwd()) / "build" / "cache"
 
 
 def cache_dir() -> Path:
-    """The build cache folder (created): ``$MSTPP_CACHE_DIR``, else build/cache in the repository."""
+    """The build cache folder (created): ``$MSTPP_CACHE_DIR``, else ``DEFAULT_CACHE_DIR``."""
     path = Path(os.environ.get("MSTPP_CACHE_DIR") or DEFAULT_CACHE_DIR)
     path.mkdir(parents=True, exist_ok=True)
     return path

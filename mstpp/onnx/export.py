@@ -15,10 +15,9 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from .names import INPUT_NAME, OUTPUT_NAME
 from .weight_map import attach_weight_map
 
-INPUT_NAME = "rgb"
-OUTPUT_NAME = "cube"
 #: Smallest H/W of the dynamic-shape export (the exporter needs a lower bound above the padding).
 DYNAMIC_MIN_SIZE = 16
 DYNAMIC_MAX_SIZE = 8192

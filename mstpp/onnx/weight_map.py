@@ -1,8 +1,9 @@
 """The weight map: which ONNX initializer holds which MST++ state-dict entry.
 
-``attach_weight_map`` writes two metadata entries, ``mstpp.model`` (the model name) and
-``mstpp.weight_map`` (JSON: state-dict name -> [initializer name, transposed?, shape]);
-``state_dict_from_onnx`` reads weights back through it.
+``attach_weight_map`` writes three metadata entries, ``mstpp.model`` (the model name),
+``mstpp.weight_map`` (JSON: state-dict name -> [initializer name, transposed?, shape]) and
+``mstpp.min_input_size`` (the smallest H and W, also in the doc string); ``state_dict_from_onnx``
+reads weights back through the map.
 """
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ import numpy as np
 import torch
 
 from ..errors import UserError, WeightsError
+from ..input_size import MIN_INPUT_SIZE
 
-MODEL_KEY = "mstpp.model"
-WEIGHT_MAP_KEY = "mstpp.weight_map"
+from .names import MIN_SIZE_KEY, MODEL_DOC, MODEL_KEY, WEIGHT_MAP_KEY
 
 
 def _initializers(proto) -> dict[str, np.ndarray]:
@@ -48,6 +49,9 @@ def attach_weight_map(proto, state_dict: Mapping[str, torch.Tensor | np.ndarray]
                 break
     _set_meta(proto, MODEL_KEY, "MST_Plus_Plus")
     _set_meta(proto, WEIGHT_MAP_KEY, json.dumps(mapping, separators=(",", ":")))
+    # Stated here because every export and every simplification passes through this function.
+    _set_meta(proto, MIN_SIZE_KEY, str(MIN_INPUT_SIZE))
+    proto.doc_string = MODEL_DOC
 
 
 def _set_meta(proto, key: str, value: str) -> None:

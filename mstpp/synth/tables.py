@@ -19,7 +19,9 @@ from pathlib import Path
 
 import torch
 
-DATA_DIR = Path(__file__).resolve().parent.parent.parent / "data"
+from ..resources import data_dir
+
+DATA_DIR = data_dir()
 CAMERA_CSV = DATA_DIR / "NTIRE2022_RGB_Camera_QE.csv"
 TABLES_JSON = DATA_DIR / "spectral_tables.json"
 

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from .. import __version__
 from ..errors import UserError
+from ..input_size import check_input_size
 from .version import TrtInfo
 
 Shape = tuple[int, int, int, int]
@@ -46,6 +47,9 @@ class ShapeRange:
                                 f"min {self.min}, opt {self.opt}, max {self.max}")
         if self.min[1] != 3:
             raise UserError("MST++ takes 3 input channels")
+        # opt and max are at least min per dimension, so the profile's minimum decides.
+        check_input_size(self.min[2], self.min[3],
+                         "the engine's smallest input" if not self.is_static else "the engine input")
 
 
 @dataclass
@@ -194,8 +198,40 @@ def plan_record_path(plan_path: str | Path) -> Path:
     return plan_path.with_name(plan_path.name + ".json")
 
 
+def cuda_device_usable() -> bool:
+    """True when the CUDA driver loads, initialises and sees at least one GPU (no torch needed)."""
+    import ctypes
+
+    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        count = ctypes.c_int(0)
+        return lib.cuInit(0) == 0 and lib.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+    return False
+
+
+def timing_cache_problem(path: str | None) -> str | None:
+    """Why the timing cache at ``path`` cannot be used on this machine, or None when it can.
+
+    Reading a non-empty timing cache makes TensorRT(-RTX) open a CUDA stream; with no usable GPU that
+    fails inside TensorRT (cudaError 35 "CUDA driver version is insufficient") and it logs two ERROR
+    lines before going on without the cache. A CPU-only (ahead-of-time) build times no tactics, so the
+    cache would hold nothing either: it is skipped up front instead.
+    """
+    if path and not cuda_device_usable():
+        return (f"timing cache {path} not used: reading one needs a CUDA GPU and none is usable here "
+                "(a CPU-only build times no tactics, so nothing is lost)")
+    return None
+
+
 def _load_timing_cache(config, path: str | None):
     """Attach a timing cache (read from ``path`` when it exists) so rebuilds skip tactic timing."""
+    problem = timing_cache_problem(path)
+    if problem:
+        print(problem)
+        return None
     blob = b""
     if path and Path(path).is_file():
         blob = Path(path).read_bytes()

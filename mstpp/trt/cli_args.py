@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..cli import add_shape_args
 from ..errors import UserError
+from ..input_size import MIN_INPUT_SIZE
 from .builder import BuildSettings, ShapeRange
 
 MODES = ("FP32", "FP16", "INT8")
@@ -29,7 +30,8 @@ def add_engine_args(p: argparse.ArgumentParser, default_plan: str) -> None:
                    help="dynamic batch/H/W with a shape profile: min --min-shape, opt the given shape, "
                         "max --max-shape")
     p.add_argument("--min-shape", type=_bhw, default=(1, 16, 16), metavar="BxHxW",
-                   help="profile minimum with --dynamic (default 1x16x16)")
+                   help=f"profile minimum with --dynamic (default 1x16x16; H and W must be >= "
+                        f"{MIN_INPUT_SIZE}, the smallest input MST++ accepts)")
     p.add_argument("--max-shape", type=_bhw, default=None, metavar="BxHxW",
                    help="profile maximum with --dynamic (default <batch>x1024x1024)")
     p.add_argument("--workspace", type=float, default=4.0, help="builder workspace in GiB (default 4)")
@@ -48,7 +50,9 @@ def add_engine_args(p: argparse.ArgumentParser, default_plan: str) -> None:
 def shape_range(args: argparse.Namespace) -> ShapeRange:
     opt = (args.batch_size, 3, args.height, args.width)
     if not args.dynamic:
-        return ShapeRange.static(opt)
+        shapes = ShapeRange.static(opt)
+        shapes.validate()
+        return shapes
     max_b, max_h, max_w = args.max_shape or (args.batch_size, max(1024, args.height), max(1024, args.width))
     min_b, min_h, min_w = args.min_shape
     shapes = ShapeRange((min_b, 3, min_h, min_w), opt, (max_b, 3, max_h, max_w))
@@ -64,3 +68,45 @@ def build_settings(args: argparse.Namespace, route: str, **notes) -> BuildSettin
                          workspace_gib=args.workspace, tf32=not args.no_tf32,
                          timing_cache=str(args.timing_cache), notes=notes)
 
+
+_SHAPE_FLAGS = (("batch_size", "--batch_size", 0), ("height", "--height", 2), ("width", "--width", 3))
+#: Engine shape for a dynamic ONNX when no flag says otherwise (the 2022 benchmark shape).
+DEFAULT_ENGINE_SHAPE = (1, 3, 512, 482)
+
+
+def shape_flags_follow_onnx(p: argparse.ArgumentParser) -> None:
+    """Make --batch_size/--height/--width default to "unset", so that a static ONNX's own shape applies
+    (``apply_onnx_shape``) and the flags only check it; a dynamic ONNX gets 1x3x512x482 unless given."""
+    # argparse has no public way to change an existing option's default and help text.
+    for action in p._actions:
+        for dest, flag, axis in _SHAPE_FLAGS:
+            if action.dest == dest:
+                action.default = None
+                action.help = (f"{('batch size B', '', 'input height H', 'input width W')[axis]} of the "
+                               f"engine: a static ONNX's own value (the flag may only repeat it); for a "
+                               f"dynamic ONNX default {DEFAULT_ENGINE_SHAPE[axis]}")
+
+
+def onnx_input_dims(proto) -> tuple[int | None, ...]:
+    """The [B, 3, H, W] input of an MST++ ONNX: an int per static dimension, None per symbolic one."""
+    inits = {t.name for t in proto.graph.initializer}
+    (inp,) = [i for i in proto.graph.input if i.name not in inits]
+    return tuple(d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim)
+
+
+def engine_shape_for_onnx(dims: tuple[int | None, ...], batch: int | None, height: int | None,
+                          width: int | None, origin: str) -> tuple[int, int, int]:
+    """(B, H, W) of the engine for an ONNX whose input is ``dims`` (``onnx_input_dims``).
+
+    A static dimension comes from the file; a flag value (not None) that names another value is a
+    UserError. A symbolic dimension takes the flag value, else ``DEFAULT_ENGINE_SHAPE``.
+    """
+    out = []
+    for (_, flag, axis), given in zip(_SHAPE_FLAGS, (batch, height, width)):
+        fixed = dims[axis]
+        if fixed is not None and given is not None and given != fixed:
+            shape = tuple(d if d is not None else "?" for d in dims)
+            raise UserError(f"{origin} is static {shape}, but {flag} is {given}; leave {flag} out (the "
+                            f"file's {fixed} is used) or export the ONNX again at that size")
+        out.append(fixed if fixed is not None else (given if given is not None else DEFAULT_ENGINE_SHAPE[axis]))
+    return out[0], out[1], out[2]

@@ -9,7 +9,7 @@ head's q/k/v is a free reshape to [B, h, 31, N], and k q^T uses the matrix layer
 the attention needs no transpose at all; the only shape tensor is the one that reshapes the attention
 output back to [B, C, H, W] when H/W are dynamic.
 
-Precision (strongly typed, DESIGN.md section 6):
+Precision (strongly typed, docs/DESIGN.md section 6):
   fp32  everything FP32.
   fp16  FP16 activations and weights; FP32 for the L2 sums of squares over H*W (they overflow FP16),
         LayerNorm statistics and softmax, with casts around those regions. I/O stays FP32.
@@ -32,10 +32,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from architecture.mst_plus_plus import HEAD_DIM, PAD_MULTIPLE
+from architecture import parts
+from architecture.parts import HEAD_DIM, PAD_MULTIPLE
 
 from ..errors import UserError
-from ..kernels import FFN_CHANNELS, MSA_CHANNELS  # MstFfn / MstMsa wrap mstpp_ffn_nchw / mstpp_msa_nchw
 
 INPUT_NAME = "rgb"
 OUTPUT_NAME = "cube"
@@ -220,98 +220,99 @@ class _Builder:
         layer.set_input(1, self._out(self.net.add_shape(like), f"{name}.shape"))
         return self._out(layer, name)
 
-    # --- MST++ blocks -------------------------------------------------------------------------
+    # --- MST++ blocks (part names: architecture.parts) ----------------------------------------
     def spectral_msa(self, x, p: str):
         """S-MSA on [B, C, H, W]: returns proj(attn v) + pos_emb(v) (the block adds the residual)."""
         trt = self.trt
-        c = self.w[f"{p}.to_q.weight"].shape[0]
+        k = parts.weight_keys(p, parts.ATTENTION_WEIGHTS)
+        c = self.w[k["wq"]].shape[0]
         heads = c // HEAD_DIM
-        q = self.conv(x, f"{p}.to_q.weight", 1)
-        k = self.conv(x, f"{p}.to_k.weight", 1)
-        v = self.conv(x, f"{p}.to_v.weight", 1)
+        q = self.conv(x, k["wq"], 1)
+        kk = self.conv(x, k["wk"], 1)
+        v = self.conv(x, k["wv"], 1)
         per_head = (0, heads, HEAD_DIM, -1)  # [B, h, d, N]: a reshape, no data movement
         qn = self.l2_normalize_last(self.reshape(q, per_head, f"{p}.q_heads"), f"{p}.q_norm")
-        kn = self.l2_normalize_last(self.reshape(k, per_head, f"{p}.k_heads"), f"{p}.k_norm")
+        kn = self.l2_normalize_last(self.reshape(kk, per_head, f"{p}.k_heads"), f"{p}.k_norm")
         mm = self.net.add_matrix_multiply(kn, trt.MatrixOperation.NONE, qn, trt.MatrixOperation.TRANSPOSE)
         gram = self._out(mm, f"{p}.k_qT")  # [B, h, d, d]
-        rescale = self.const(self.weight(f"{p}.rescale").reshape(1, heads, 1, 1), f"{p}.rescale")
+        rescale = self.const(self.weight(k["rescale"]).reshape(1, heads, 1, 1), k["rescale"])
         attn = self.softmax_last(self.ew(gram, rescale, trt.ElementWiseOperation.PROD, f"{p}.scaled"),
                                  f"{p}.softmax")
         vh = self.reshape(v, per_head, f"{p}.v_heads")
         mm = self.net.add_matrix_multiply(attn, trt.MatrixOperation.NONE, vh, trt.MatrixOperation.NONE)
         out = self.reshape_like(self._out(mm, f"{p}.attn_v"), x, f"{p}.attn_out")
-        out_c = self.conv(out, f"{p}.proj.weight", 1, bias_key=f"{p}.proj.bias")
-        pos = self.conv(v, f"{p}.pos_emb.0.weight", 3, pad=1, groups=c)
-        pos = self.conv(self.gelu(pos, f"{p}.pos_emb.1"), f"{p}.pos_emb.2.weight", 3, pad=1, groups=c)
+        out_c = self.conv(out, k["wproj"], 1, bias_key=k["bproj"])
+        pos = self.conv(v, k["wpos1"], 3, pad=1, groups=c)
+        pos = self.conv(self.gelu(pos, f"{p}.{parts.ATTENTION_POS_GELU}"), k["wpos2"], 3, pad=1, groups=c)
         return self.add(out_c, pos, f"{p}.out")
 
     def feed_forward(self, x, p: str):
         """PreNorm FFN on [B, C, H, W]: 1x1 -> GELU -> dw3x3 -> GELU -> 1x1 (no residual)."""
-        h = self.layer_norm_channels(x, f"{p}.norm")
-        h = self.gelu(self.conv(h, f"{p}.fn.net.0.weight", 1), f"{p}.fn.net.1")
-        hidden = self.w[f"{p}.fn.net.2.weight"].shape[0]
-        h = self.gelu(self.conv(h, f"{p}.fn.net.2.weight", 3, pad=1, groups=hidden), f"{p}.fn.net.3")
-        return self.conv(h, f"{p}.fn.net.4.weight", 1)
+        k = parts.weight_keys(p, parts.FEED_FORWARD_WEIGHTS)
+        gelu1, gelu2 = (f"{p}.{name}" for name in parts.FEED_FORWARD_GELUS)
+        h = self.layer_norm_channels(x, f"{p}.{parts.FEED_FORWARD_NORM}")
+        h = self.gelu(self.conv(h, k["w1"], 1), gelu1)
+        hidden = self.w[k["wdw"]].shape[0]
+        h = self.gelu(self.conv(h, k["wdw"], 3, pad=1, groups=hidden), gelu2)
+        return self.conv(h, k["w2"], 1)
 
     def fused_feed_forward(self, x, p: str):
         """x + PreNorm FFN(x) as one MstFfn plugin layer, in x's dtype; weights go in as FP32 fields."""
-        c = self.w[f"{p}.norm.weight"].shape[0]
-        w1 = np.asarray(self.w[f"{p}.fn.net.0.weight"], dtype=np.float32)
-        wdw = np.asarray(self.w[f"{p}.fn.net.2.weight"], dtype=np.float32)
-        w2 = np.asarray(self.w[f"{p}.fn.net.4.weight"], dtype=np.float32)
-        expected = {"w1": (4 * c, c, 1, 1), "wdw": (4 * c, 1, 3, 3), "w2": (c, 4 * c, 1, 1)}
-        got = {"w1": w1.shape, "wdw": wdw.shape, "w2": w2.shape}
-        if c not in FFN_CHANNELS or any(tuple(got[k]) != v for k, v in expected.items()):
-            raise UserError(f"{p}: the MstFfn plugin needs C in {FFN_CHANNELS} and a 4x hidden width, got "
-                            f"C={c}, {got}; use --plugins none or ours")
-        fields = {"epsilon": 1e-5,
-                  "ln_gamma": np.asarray(self.w[f"{p}.norm.weight"], dtype=np.float32),
-                  "ln_beta": np.asarray(self.w[f"{p}.norm.bias"], dtype=np.float32),
-                  "w1": w1, "wdw": wdw, "w2": w2}
+        arrays = {name: np.asarray(self.w[key], dtype=np.float32)
+                  for name, key in parts.weight_keys(p, parts.FEED_FORWARD_WEIGHTS).items()}
+        c = arrays["ln_weight"].shape[0]
+        hidden = parts.FFN_MULT * c
+        expected = {"w1": (hidden, c, 1, 1), "wdw": (hidden, 1, 3, 3), "w2": (c, hidden, 1, 1)}
+        got = {k: arrays[k].shape for k in expected}
+        if c not in parts.LEVEL_CHANNELS or any(tuple(got[k]) != v for k, v in expected.items()):
+            raise UserError(f"{p}: the MstFfn plugin needs C in {parts.LEVEL_CHANNELS} and a {parts.FFN_MULT}x "
+                            f"hidden width, got C={c}, {got}; use --plugins none or ours")
+        fields = {"epsilon": 1e-5, "ln_gamma": arrays["ln_weight"], "ln_beta": arrays["ln_bias"],
+                  "w1": arrays["w1"], "wdw": arrays["wdw"], "w2": arrays["w2"]}
         return self.plugin("MstFfn", [x], fields, f"{p}.ffn")
 
     def fused_spectral_msa(self, x, p: str):
         """x + S-MSA(x) as one MstMsa plugin layer, in x's dtype; weights go in as FP32 fields."""
-        c = self.w[f"{p}.to_q.weight"].shape[0]
+        fields = {name: np.asarray(self.w[key], dtype=np.float32)
+                  for name, key in parts.weight_keys(p, parts.ATTENTION_WEIGHTS).items()}
+        c = fields["wq"].shape[0]
         heads = c // HEAD_DIM
-        arrays = {"wq": "to_q.weight", "wk": "to_k.weight", "wv": "to_v.weight", "rescale": "rescale",
-                  "wproj": "proj.weight", "bproj": "proj.bias", "wpos1": "pos_emb.0.weight",
-                  "wpos2": "pos_emb.2.weight"}
-        fields = {name: np.asarray(self.w[f"{p}.{key}"], dtype=np.float32) for name, key in arrays.items()}
         square = (c, c)
         expected = {"wq": square, "wk": square, "wv": square, "rescale": (heads, 1, 1), "wproj": square,
                     "bproj": (c,), "wpos1": (c, 1, 3, 3), "wpos2": (c, 1, 3, 3)}
         got = {name: tuple(arr.shape) for name, arr in fields.items()}
         # Linear weights may come as [C, C] or as 1x1 convolutions [C, C, 1, 1].
         got = {k: v[:2] if expected[k] == square and v[2:] == (1, 1) else v for k, v in got.items()}
-        if c not in MSA_CHANNELS or got != expected:
-            raise UserError(f"{p}: the MstMsa plugin needs C in {MSA_CHANNELS}, heads of {HEAD_DIM} channels and "
-                            f"the MST++ S-MSA weight shapes, got C={c}, {got}; use --plugins none or ours")
+        if c not in parts.LEVEL_CHANNELS or got != expected:
+            raise UserError(f"{p}: the MstMsa plugin needs C in {parts.LEVEL_CHANNELS}, heads of {HEAD_DIM} channels "
+                            f"and the MST++ S-MSA weight shapes, got C={c}, {got}; use --plugins none or ours")
         return self.plugin("MstMsa", [x], fields, f"{p}.msa")
 
     def msab(self, x, p: str):
-        if self.plugins == "fused":
-            x = self.fused_spectral_msa(x, f"{p}.blocks.0.0")
-            return self.fused_feed_forward(x, f"{p}.blocks.0.1")
-        x = self.add(self.spectral_msa(x, f"{p}.blocks.0.0"), x, f"{p}.attn_residual")
-        return self.add(self.feed_forward(x, f"{p}.blocks.0.1"), x, f"{p}.ffn_residual")
+        for attn, ffn in parts.msab_blocks(p):
+            if self.plugins == "fused":
+                x = self.fused_feed_forward(self.fused_spectral_msa(x, attn), ffn)
+            else:
+                x = self.add(self.spectral_msa(x, attn), x, f"{p}.attn_residual")
+                x = self.add(self.feed_forward(x, ffn), x, f"{p}.ffn_residual")
+        return x
 
-    def mst(self, x, p: str, levels: int = 2):
-        fea = self.conv(x, f"{p}.embedding.weight", 3, pad=1)
+    def mst(self, x, stage: parts.StageParts):
+        fea = self.conv(x, f"{stage.embedding}.weight", 3, pad=1)
         skips = []
-        for i in range(levels):
-            fea = self.msab(fea, f"{p}.encoder_layers.{i}.0")
+        for i in range(parts.LEVELS):
+            fea = self.msab(fea, stage.encoder_msab(i))
             skips.append(fea)
-            fea = self.conv(fea, f"{p}.encoder_layers.{i}.1.weight", 4, stride=2, pad=1)
-        fea = self.msab(fea, f"{p}.bottleneck")
-        for i in range(levels):
-            d = f"{p}.decoder_layers.{i}"
-            fea = self.conv(fea, f"{d}.0.weight", 2, stride=2, bias_key=f"{d}.0.bias", deconv=True)
-            cat = self.net.add_concatenation([fea, skips[levels - 1 - i]])
+            fea = self.conv(fea, f"{stage.downsample(i)}.weight", 4, stride=2, pad=1)
+        fea = self.msab(fea, stage.bottleneck)
+        for i in range(parts.LEVELS):
+            up = stage.upsample(i)
+            fea = self.conv(fea, f"{up}.weight", 2, stride=2, bias_key=f"{up}.bias", deconv=True)
+            cat = self.net.add_concatenation([fea, skips[parts.LEVELS - 1 - i]])
             cat.axis = 1
-            fea = self.conv(self._out(cat, f"{d}.concat"), f"{d}.1.weight", 1)
-            fea = self.msab(fea, f"{d}.2")
-        return self.add(self.conv(fea, f"{p}.mapping.weight", 3, pad=1), x, f"{p}.residual")
+            fea = self.conv(self._out(cat, f"{stage.prefix}.decoder_layers.{i}.concat"), f"{stage.fusion(i)}.weight", 1)
+            fea = self.msab(fea, stage.decoder_msab(i))
+        return self.add(self.conv(fea, f"{stage.mapping}.weight", 3, pad=1), x, f"{stage.prefix}.residual")
 
     # --- padding and cropping ---------------------------------------------------------------
     def shape_vector(self, values: Sequence[int], name: str):
@@ -375,12 +376,11 @@ def build_mstpp_network(trt, network, weights: Mapping[str, np.ndarray], input_s
     b = _Builder(trt, network, weights, precision, plugins, act_amax, keep)
     rgb = network.add_input(INPUT_NAME, trt.float32, tuple(int(d) for d in input_shape))
     x = b.cast(rgb, b.dtype, "input.to_act")
-    x = b.conv(b.reflect_pad(x), "conv_in.weight", 3, pad=1)
+    x = b.conv(b.reflect_pad(x), f"{parts.CONV_IN}.weight", 3, pad=1)
     h = x
-    stages = sorted({int(k.split(".")[1]) for k in weights if k.startswith("body.")})
-    for s in stages:
-        h = b.mst(h, f"body.{s}")
-    h = b.add(b.conv(h, "conv_out.weight", 3, pad=1), x, "output.residual")
+    for stage in parts.stages():
+        h = b.mst(h, stage)
+    h = b.add(b.conv(h, f"{parts.CONV_OUT}.weight", 3, pad=1), x, "output.residual")
     out = b.cast(b.crop_like(h, rgb), trt.float32, "output.to_fp32")
     out.name = OUTPUT_NAME
     network.mark_output(out)

@@ -5,10 +5,11 @@ import ctypes
 from pathlib import Path
 
 from ..errors import UserError
+from ..resources import plugin_build_dir
 from .version import TrtInfo
 
 #: The statically registering build: loading it registers the creators with TensorRT's registry.
-DEFAULT_PLUGIN_LIB = Path(__file__).resolve().parents[2] / "plugins" / "build" / "libmstpp_plugins.so"
+DEFAULT_PLUGIN_LIB = plugin_build_dir() / "libmstpp_plugins.so"
 
 
 def load_plugin_library(info: TrtInfo, path: str | Path = DEFAULT_PLUGIN_LIB) -> Path:

@@ -39,15 +39,19 @@
 //   GEMM1  hs[32][halo px] = GELU(W1[chunk] . xn): mma.sync m16n8k16, M = hidden (2 m16 tiles), N = halo pixels,
 //          K = channels padded to CK = 32/64/128 with zero weights (and zero LN channels). A = W1 chunk [32][CK] and
 //          B = xn [px][CK] (channel-contiguous) in shared memory as T, loaded with ldmatrix.x4; FP32 accumulators go
-//          through GELU in registers and to hs as FP32 (no rounding before the depthwise convolution).
-//   DW     h2[32][out px] = GELU(dw3x3(hs)) in FP32 FMA; a thread slides down R rows of two adjacent columns (two
-//          float2 loads per halo row feed six outputs), and writes the pair as one 32-bit T2.
+//          through the tanh-form GELU (dwconv.cuh, tanh.approx.f32) in registers and to hs: FP16 for FP16 storage,
+//          FP32 for BF16 storage.
+//   DW     h2[32][out px] = GELU(dw3x3(hs)) through the shared depthwise helper (dwconv.cuh): a thread slides down R
+//          rows of two adjacent columns; FP16 storage in half2 (HFMA2 sums, half2 tanh GELU), BF16 storage in FP32;
+//          the pair is written as one 32-bit T2.
 //   GEMM2  acc[c][out px] += W2[:, chunk] . h2: M = output channels padded to CP = 32/64/128 (zero weights; the padded
 //          rows are never stored), N = output pixels, K = 32 hidden; A = W2 chunk [CP][32] (ldmatrix.x4), B = h2
 //          [hidden][px] (pixel-contiguous, ldmatrix.x4.trans). Warp w owns 2 m16 tiles x NW2 n8 tiles throughout
 //          (24 / 32 / 32 accumulator registers at C = 31 / 62 / 124), initialised with the residual x.
 // Operands are T (FP16 for FP16 storage, BF16 for BF16 storage), accumulation FP32. Rounded: LN(x), W1, h2, W2
-// (2^-11 relative for FP16, 2^-8 for BF16); FP32: LN statistics, hs, the depthwise sums, both GELUs, accumulators.
+// (2^-11 relative for FP16, 2^-8 for BF16); FP32: LN statistics, the mma accumulators, GELU1; FP16 storage also
+// rounds hs and runs the depthwise sums and GELU2 in FP16 (error bounds: docs/perf_notes_fused.md, "Error bounds of
+// the 16-bit hidden arithmetic"); BF16 storage keeps hs, the depthwise sums and GELU2 in FP32.
 // x is kept in shared memory in its storage type (exact), and the output tile is staged as T (the one rounding of y).
 // Weights arrive as FP32 in global memory (the ABI); each block converts the chunks it needs: W2 of the chunk and
 // W1 + depthwise weights of the next chunk are loaded into registers at the start of the DW phase (whose work hides
@@ -63,10 +67,11 @@
 // K = 32 per chunk) better than wmma's 16x16x16. wgmma (sm_90a only) would need a separate build and buys
 // nothing here: the tensor work is ~8 us per C = 31 block (below), the CUDA-core work is the bound.
 //
-// GELU: the exact-erf GELU costs ~28 instructions with erff and is now most of the kernel's work (it runs on
-// 128 hidden values per halo pixel and per output pixel). gelu_tc uses erf(z) = 1 - (1 + a1 z + .. + a6 z^6)^-16
-// (Abramowitz & Stegun 7.1.28): ~16 instructions, one MUFU, max abs error 8.2e-7 against the exact GELU, which is
-// below the 16-bit rounding of the hidden values that follows (so the FP32 kernel keeps erff, the TC kernel not).
+// GELU: the exact-erf GELU costs ~28 instructions with erff and was most of the kernel's work (it runs on 128 hidden
+// values per halo pixel and per output pixel). The tensor-core kernel uses the refitted tanh form of dwconv.cuh on
+// tanh.approx (~6 FP32 instructions, or ~3 per value in half2), max abs error 2.71e-4 + 0.5 u |v| against the exact
+// GELU; the FP32 kernel keeps erff. Measured on the H100 (docs/perf_notes_fused.md, step 6): 0.133 / 0.081 / 0.072
+// ms per FP16 block at C = 31 / 62 / 124 (0.116 at C = 31 with 3 blocks per SM), not the estimate below.
 //
 // Tiles (256 threads, 2 blocks per SM on sm_80/90; shared memory 75,776 / 74,368 / 80,928 bytes, within the
 // 99 KB a block may use on sm_86/89):
@@ -101,6 +106,7 @@
 #include <type_traits>
 
 #include "block_common.cuh"
+#include "dwconv.cuh"
 #include "mma16.cuh"
 
 namespace mstpp
@@ -198,8 +204,8 @@ struct FfnConfig
 //   C = 124:  8 x  8 tile, 10 x 10 halo = 100 px (1.56), 256 blocks per image (about one wave on 132 SMs)
 // Larger tiles for C = 62 / 124 would cut the halo overhead but give fewer blocks than the GPU holds.
 using Ffn31 = FfnConfig<31, 14, 14, 8, 7>;
-using Ffn62 = FfnConfig<62, 6, 14, 4, 6>;
-using Ffn124 = FfnConfig<124, 8, 8, 4, 8>;
+using Ffn62 = FfnConfig<62, 6, 14, 4, 3>;
+using Ffn124 = FfnConfig<124, 8, 8, 4, 4>;
 
 // W1 chunk [K hidden][C] -> w1s[c * W1P + j], zero for hidden channels past 4C. Warp w, lane l, step i copies
 // hidden j = 4w + l / 8 and channel c = 8i + l % 8: 8 consecutive channels of one W1 row per 8 lanes (one
@@ -316,68 +322,25 @@ __device__ __forceinline__ void gemm1_gelu(float const* xs, float const* w1s, fl
     }
 }
 
-// h2s[j][r * TW + c] = GELU(sum_{dy,dx} wds[j][dy][dx] * hs[j][(r + dy) * HTW + c + dx]) for the output pixels.
+// h2s[j][r * TW + c] = GELU(sum_{dy,dx} wds[j][dy][dx] * hs[j][(r + dy) * HTW + c + dx]) for the output pixels
+// (exact erf GELU, FP32).
 template <typename Cfg>
 __device__ __forceinline__ void depthwise_gelu(float const* hs, float const* wds, float* h2s)
 {
     constexpr int R = Cfg::R;
-    constexpr int TH = Cfg::TH;
-    constexpr bool kEven = TH % R == 0;
-#pragma unroll 1
-    for (int it = 0; it < Cfg::kDwIters; ++it)
-    {
-        int const u = threadIdx.x + it * Cfg::kThreads;
-        if (u < Cfg::kDwUnits)
+    static_assert(Cfg::TH % R == 0 && Cfg::TW % 2 == 0 && Cfg::HTW % 2 == 0 && Cfg::NHP % 2 == 0, "DW units");
+    dw::for_each_unit<Cfg::K, Cfg::TW / 2, Cfg::TH / R, Cfg::kThreads>([&](int j, int cp, int rb) {
+        float w[9];
+        dw::load_taps(wds + j * 9, w);
+        float2 o[R];
+        dw::conv3x3_pair<R, Cfg::HTW>(hs + j * Cfg::NHP + rb * R * Cfg::HTW + 2 * cp, w, o);
+        float* const op = h2s + j * Cfg::NOP + rb * R * Cfg::TW + 2 * cp;
+#pragma unroll
+        for (int r = 0; r < R; ++r)
         {
-            int const col = u % Cfg::TW;
-            int const rest = u / Cfg::TW;
-            int const r0 = (rest % Cfg::NRB) * R;
-            int const j = rest / Cfg::NRB;
-            float const* hp = hs + j * Cfg::NHP + r0 * Cfg::HTW + col;
-            float w[9];
-#pragma unroll
-            for (int k = 0; k < 9; ++k)
-            {
-                w[k] = wds[j * 9 + k];
-            }
-            float o[R];
-#pragma unroll
-            for (int r = 0; r < R; ++r)
-            {
-                o[r] = 0.0f;
-            }
-#pragma unroll
-            for (int i = 0; i < R + 2; ++i)
-            {
-                if (kEven || r0 + i < TH + 2)
-                {
-                    float const v0 = hp[i * Cfg::HTW];
-                    float const v1 = hp[i * Cfg::HTW + 1];
-                    float const v2 = hp[i * Cfg::HTW + 2];
-#pragma unroll
-                    for (int dy = 0; dy < 3; ++dy)
-                    {
-                        int const r = i - dy; // output row fed by halo row i through kernel row dy
-                        if (r >= 0 && r < R)
-                        {
-                            o[r] = fmaf(w[dy * 3 + 0], v0, o[r]);
-                            o[r] = fmaf(w[dy * 3 + 1], v1, o[r]);
-                            o[r] = fmaf(w[dy * 3 + 2], v2, o[r]);
-                        }
-                    }
-                }
-            }
-            float* op = h2s + j * Cfg::NOP + r0 * Cfg::TW + col;
-#pragma unroll
-            for (int r = 0; r < R; ++r)
-            {
-                if (kEven || r0 + r < TH)
-                {
-                    op[r * Cfg::TW] = gelu_erf(o[r]);
-                }
-            }
+            *reinterpret_cast<float2*>(op + r * Cfg::TW) = make_float2(gelu_erf(o[r].x), gelu_erf(o[r].y));
         }
-    }
+    });
 }
 
 // Launch assumptions: blockDim.x == Cfg::kThreads; dynamic shared memory Cfg::kSmemBytes; gridDim.x ==
@@ -698,9 +661,11 @@ constexpr int round16(int bytes)
 //   gamma, beta [C] float
 // Every ldmatrix row is 16 bytes at a pitch of 16 mod 128 bytes (pitches = multiple of 8 halves + 8), so the 8 rows
 // of each 8x8 matrix fall in distinct bank quads.
-template <int kC, int kTH, int kTW, int kR, int kHsRes>
+template <int kC, int kTH, int kTW, int kR, int kHsRes, bool kHalfHs, int kMinBlocks>
 struct FfnTcConfig
 {
+    static constexpr bool kHalfHidden = kHalfHs; // hs in FP16 (FP16 storage) or FP32 (BF16 storage)
+    static constexpr int kMinBlocksPerSm = kMinBlocks;
     static constexpr int C = kC;
     static constexpr int TH = kTH;
     static constexpr int TW = kTW;
@@ -718,6 +683,9 @@ struct FfnTcConfig
     static constexpr int NHN = round_up(NH, 8); // halo pixels through GEMM1 (n8 tiles)
     static constexpr int NT1 = NHN / 8;
     static constexpr int HSP = pitch_with_residue(NHN, kHsRes);
+    // hs as FP16 (FP16 storage): pitch in halves, HSPH / 2 = NCP mod 32 words, so the DW loads of a warp (NCP column
+    // pairs x 32 / NCP channels) hit distinct banks.
+    static constexpr int HSPH = 2 * dw::pitch_words(cdiv(NHN, 2), (TW / 2) % 32);
     static constexpr int NO = TH * TW;
     static constexpr int NOP = round_up(NO, 8);
     static constexpr int NT2 = NOP / 8;
@@ -754,7 +722,7 @@ struct FfnTcConfig
     static constexpr int kLoadIters = cdiv(kLoadElems, kThreads);
     static constexpr int kLoadBatch = 8;
 
-    static constexpr int kUBytes = round16(cmax(cmax(C * NXP * 2, K * HSP * 4), C * OSP * 2));
+    static constexpr int kUBytes = round16(cmax(cmax(C * NXP * 2, kHalfHs ? K * HSPH * 2 : K * HSP * 4), C * OSP * 2));
     static constexpr int kOffXn = kUBytes;
     static constexpr int kOffH2 = kOffXn + round16(NHN * XNP * 2);
     static constexpr int kOffW1 = kOffH2 + round16(K * H2P * 2);
@@ -782,44 +750,19 @@ struct FfnTcConfig
 // C = 31: 12 x 16 tile, 14 x 18 halo = 252 px (1.31 halo pixels per output), 43 x 31 = 1333 blocks at 512x488.
 // C = 62:  8 x 16 tile, 10 x 18 halo = 180 px (1.41), 512 blocks at 256x244 (1.94 waves of 2 blocks per SM).
 // C = 124: 8 x  8 tile, 10 x 10 halo = 100 px (1.56), 256 blocks at 128x122.
-using FfnTc31 = FfnTcConfig<31, 12, 16, 6, 16>;
-using FfnTc62 = FfnTcConfig<62, 8, 16, 8, 16>;
-using FfnTc124 = FfnTcConfig<124, 8, 8, 4, 8>;
+// FP16 storage keeps hs in FP16, which shrinks the shared-memory union: at C = 31 the block needs ~58 KB instead of
+// ~76 KB, so 3 blocks fit an SM (registers capped at 80 by the launch bound); C = 62 / 124 stay at 2 (registers).
+using FfnTc31 = FfnTcConfig<31, 12, 16, 6, 16, false, 2>;
+using FfnTc62 = FfnTcConfig<62, 8, 16, 8, 16, false, 2>;
+using FfnTc124 = FfnTcConfig<124, 8, 8, 4, 8, false, 2>;
+using FfnTc31h = FfnTcConfig<31, 12, 16, 6, 16, true, 3>;
+using FfnTc62h = FfnTcConfig<62, 8, 16, 8, 16, true, 2>;
+using FfnTc124h = FfnTcConfig<124, 8, 8, 4, 8, true, 2>;
 
 // Shared with conv.cu (mma16.cuh).
 using mma16::ldsm_x4;
 using mma16::ldsm_x4_trans;
 using mma16::pack_pair;
-
-__device__ __forceinline__ float rcp_approx(float v)
-{
-    float r;
-    asm("rcp.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(v));
-    return r;
-}
-
-// GELU(v) = v/2 (1 + erf(v / sqrt 2)) with erf(z) = 1 - (1 + a1 z + ... + a6 z^6)^-16 for z >= 0 (Abramowitz &
-// Stegun 7.1.28, |error| <= 3e-7), the 1/sqrt(2) folded into the coefficients: 6 FMA, 4 FMUL, one MUFU.RCP and a
-// select, about half the instructions of erff. Max abs error against the exact GELU 8.2e-7 over [-12, 12] (checked
-// in float32 on the CPU), far below the 16-bit rounding of the hidden value that follows (2^-11 relative or more).
-// Large |v|: the power overflows to inf, rcp gives 0, GELU -> v (v > 0) or -0 (v < 0).
-__device__ __forceinline__ float gelu_tc(float v)
-{
-    float const u = fabsf(v);
-    float p = fmaf(5.38297490493278e-06f, u, 4.889063711743802e-05f);
-    p = fmaf(p, u, 3.8003574445610866e-05f);
-    p = fmaf(p, u, 3.2776263542473316e-03f);
-    p = fmaf(p, u, 2.114100567996502e-02f);
-    p = fmaf(p, u, 4.986734688282013e-02f);
-    p = fmaf(p, u, 1.0f);
-    p *= p;
-    p *= p;
-    p *= p;
-    p *= p;
-    float const r = rcp_approx(p);
-    float const h = 0.5f * v;
-    return h * (v >= 0.0f ? 2.0f - r : r);
-}
 
 // W1 rows j0 .. j0 + K - 1 into registers, zero past 4C. Thread t copies row j = t / 8 of the chunk, channels
 // kW1Step (t % 8) + 8 kW1Step i (single floats for odd C, float pairs otherwise, so a pair never straddles two rows):
@@ -928,7 +871,7 @@ __device__ __forceinline__ void tc_store_wd(float* wds, float const (&r)[Cfg::kW
 // (M = hidden, N = pixels, K = channels). Warp w owns m16 tile w % 2 (its A fragments stay in registers) and the
 // n8 tiles w / 2, w / 2 + 4, ...; the accumulators go through GELU in registers and out as float2 per thread.
 template <typename T, typename Cfg>
-__device__ __forceinline__ void tc_gemm1_gelu(T const* xn, T const* w1b, float* hs, int warp, int lane)
+__device__ __forceinline__ void tc_gemm1_gelu(T const* xn, T const* w1b, void* hs, int warp, int lane)
 {
     constexpr int KS = Cfg::CK / 16;
     int const mt = warp % 2;
@@ -940,7 +883,11 @@ __device__ __forceinline__ void tc_gemm1_gelu(T const* xn, T const* w1b, float* 
         ldsm_x4(a[ks], ap + ks * 16);
     }
     T const* const bp = xn + (lane % 8) * Cfg::XNP + lane / 8 * 8;
-    float* const hp = hs + (mt * 16 + lane / 4) * Cfg::HSP + 2 * (lane % 4);
+    // hs: FP16 [K][HSPH] for FP16 storage (GELU in FP32 from the accumulators, rounded once to FP16), FP32 [K][HSP]
+    // for BF16 (BF16 depthwise sums would lose too much; FP16 could overflow where BF16 does not).
+    constexpr bool kHalf = std::is_same_v<T, __half>;
+    constexpr int kHsPitch = kHalf ? Cfg::HSPH : Cfg::HSP;
+    int const hoff = (mt * 16 + lane / 4) * kHsPitch + 2 * (lane % 4);
     // Two n8 tiles in flight per warp where registers allow (C = 31, 62); one at C = 124 (32 A registers).
 #pragma unroll(KS <= 4 ? 2 : 1)
     for (int nt = warp / 2; nt < Cfg::NT1; nt += Cfg::kWarps / 2)
@@ -954,70 +901,57 @@ __device__ __forceinline__ void tc_gemm1_gelu(T const* xn, T const* w1b, float* 
             mma16::mma<T>(d, a[2 * kq], b[0], b[1]);
             mma16::mma<T>(d, a[2 * kq + 1], b[2], b[3]);
         }
-        *reinterpret_cast<float2*>(hp + nt * 8) = make_float2(gelu_tc(d[0]), gelu_tc(d[1]));
-        *reinterpret_cast<float2*>(hp + 8 * Cfg::HSP + nt * 8) = make_float2(gelu_tc(d[2]), gelu_tc(d[3]));
+        if constexpr (kHalf)
+        {
+            __half* const hp = static_cast<__half*>(hs) + hoff + nt * 8;
+            *reinterpret_cast<__half2*>(hp) = __floats2half2_rn(dw::gelu_fast(d[0]), dw::gelu_fast(d[1]));
+            *reinterpret_cast<__half2*>(hp + 8 * kHsPitch) = __floats2half2_rn(dw::gelu_fast(d[2]), dw::gelu_fast(d[3]));
+        }
+        else
+        {
+            float* const hp = static_cast<float*>(hs) + hoff + nt * 8;
+            *reinterpret_cast<float2*>(hp) = make_float2(dw::gelu_fast(d[0]), dw::gelu_fast(d[1]));
+            *reinterpret_cast<float2*>(hp + 8 * kHsPitch) = make_float2(dw::gelu_fast(d[2]), dw::gelu_fast(d[3]));
+        }
     }
 }
 
-// h2[j][q] = GELU(dw3x3(hs[j])) at the output pixels, FP32 FMA, rounded to T in pairs of pixels. A unit slides down
-// R rows of two adjacent columns: per halo row two float2 loads feed up to 3 x 2 outputs.
+// h2[j][q] = GELU(dw3x3(hs[j])) at the output pixels, in pairs of pixels (dwconv.cuh): FP16 storage in half2
+// arithmetic (HFMA2, tanh.approx.f16x2), BF16 storage in FP32 (FMA, tanh.approx.f32), rounded to T.
 template <typename T, typename Cfg>
-__device__ __forceinline__ void tc_depthwise_gelu(float const* hs, float const* wds, T* h2)
+__device__ __forceinline__ void tc_depthwise_gelu(void const* hs, float const* wds, T* h2)
 {
     constexpr int R = Cfg::R;
-#pragma unroll 1
-    for (int it = 0; it < Cfg::kDwIters; ++it)
-    {
-        int const u = threadIdx.x + it * Cfg::kThreads;
-        if (u < Cfg::kDwUnits)
+    dw::for_each_unit<Cfg::K, Cfg::NCP, Cfg::NRB, Cfg::kThreads>([&](int j, int cp, int rb) {
+        T* const op = h2 + j * Cfg::H2P + rb * R * Cfg::TW + 2 * cp;
+        if constexpr (std::is_same_v<T, __half>)
         {
-            int const cp = u % Cfg::NCP;
-            int const rest = u / Cfg::NCP;
-            int const j = rest % Cfg::K;
-            int const r0 = rest / Cfg::K * R;
-            float const* const hp = hs + j * Cfg::HSP + r0 * Cfg::HTW + 2 * cp;
-            float w[9];
-#pragma unroll
-            for (int k = 0; k < 9; ++k)
-            {
-                w[k] = wds[j * 9 + k];
-            }
-            float o0[R];
-            float o1[R];
+            __half2 w[9];
+            dw::load_taps(wds + j * 9, w);
+            __half2 o[R];
+            dw::conv3x3_pair<R, Cfg::HTW>(
+                static_cast<__half const*>(hs) + j * Cfg::HSPH + rb * R * Cfg::HTW + 2 * cp, w, o);
 #pragma unroll
             for (int r = 0; r < R; ++r)
             {
-                o0[r] = 0.0f;
-                o1[r] = 0.0f;
-            }
-#pragma unroll
-            for (int i = 0; i < R + 2; ++i)
-            {
-                float2 const va = *reinterpret_cast<float2 const*>(hp + i * Cfg::HTW);
-                float2 const vb = *reinterpret_cast<float2 const*>(hp + i * Cfg::HTW + 2);
-#pragma unroll
-                for (int dy = 0; dy < 3; ++dy)
-                {
-                    int const r = i - dy; // output row fed by halo row i through kernel row dy
-                    if (r >= 0 && r < R)
-                    {
-                        o0[r] = fmaf(w[dy * 3 + 0], va.x, o0[r]);
-                        o0[r] = fmaf(w[dy * 3 + 1], va.y, o0[r]);
-                        o0[r] = fmaf(w[dy * 3 + 2], vb.x, o0[r]);
-                        o1[r] = fmaf(w[dy * 3 + 0], va.y, o1[r]);
-                        o1[r] = fmaf(w[dy * 3 + 1], vb.x, o1[r]);
-                        o1[r] = fmaf(w[dy * 3 + 2], vb.y, o1[r]);
-                    }
-                }
-            }
-            T* const op = h2 + j * Cfg::H2P + r0 * Cfg::TW + 2 * cp;
-#pragma unroll
-            for (int r = 0; r < R; ++r)
-            {
-                *reinterpret_cast<uint32_t*>(op + r * Cfg::TW) = pack_pair<T>(gelu_tc(o0[r]), gelu_tc(o1[r]));
+                *reinterpret_cast<__half2*>(op + r * Cfg::TW) = dw::gelu_fast2(o[r]);
             }
         }
-    }
+        else
+        {
+            float w[9];
+            dw::load_taps(wds + j * 9, w);
+            float2 o[R];
+            dw::conv3x3_pair<R, Cfg::HTW>(
+                static_cast<float const*>(hs) + j * Cfg::HSP + rb * R * Cfg::HTW + 2 * cp, w, o);
+#pragma unroll
+            for (int r = 0; r < R; ++r)
+            {
+                *reinterpret_cast<uint32_t*>(op + r * Cfg::TW)
+                    = pack_pair<T>(dw::gelu_fast(o[r].x), dw::gelu_fast(o[r].y));
+            }
+        }
+    });
 }
 
 // GEMM2 of one chunk: acc[c][q] += sum_j W2[c][j0 + j] h2[j][q] (M = channels, N = output pixels, K = 32 hidden).
@@ -1055,7 +989,7 @@ __device__ __forceinline__ void tc_gemm2(
 
 // Launch assumptions as ffn_fma_kernel, with T = __half or __nv_bfloat16 and dynamic shared memory Cfg::kSmemBytes.
 template <typename T, typename Cfg>
-__global__ void __launch_bounds__(Cfg::kThreads, 2) ffn_tc_kernel(T const* __restrict__ x, T* __restrict__ y,
+__global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm) ffn_tc_kernel(T const* __restrict__ x, T* __restrict__ y,
     float const* __restrict__ ln_gamma, float const* __restrict__ ln_beta, float const* __restrict__ w1,
     float const* __restrict__ wdw, float const* __restrict__ w2, int H, int W, int tiles_x, int tiles_per_image,
     float eps)
@@ -1063,6 +997,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 2) ffn_tc_kernel(T const* __res
     constexpr int C = Cfg::C;
     constexpr int K = Cfg::K;
     constexpr int NW2 = Cfg::NW2;
+    static_assert(std::is_same_v<T, __half> == Cfg::kHalfHidden, "hs is FP16 exactly for FP16 storage");
     extern __shared__ float4 smem4[];
     unsigned char* const smem = reinterpret_cast<unsigned char*>(smem4);
     T* const xs = reinterpret_cast<T*>(smem);       // load .. LN
@@ -1362,11 +1297,23 @@ extern "C" int mstpp_ffn_nchw(void const* x, void* y, float const* ln_gamma, flo
         else
         {
             // FP16 / BF16 storage: both 1x1 convolutions on tensor cores with operands of the storage type.
-            switch (C)
+            if constexpr (std::is_same_v<T, __half>)
             {
-            case 31: return go(launch_ffn<T, FfnTc31, ffn_tc_kernel<T, FfnTc31>>);
-            case 62: return go(launch_ffn<T, FfnTc62, ffn_tc_kernel<T, FfnTc62>>);
-            default: return go(launch_ffn<T, FfnTc124, ffn_tc_kernel<T, FfnTc124>>);
+                switch (C)
+                {
+                case 31: return go(launch_ffn<T, FfnTc31h, ffn_tc_kernel<T, FfnTc31h>>);
+                case 62: return go(launch_ffn<T, FfnTc62h, ffn_tc_kernel<T, FfnTc62h>>);
+                default: return go(launch_ffn<T, FfnTc124h, ffn_tc_kernel<T, FfnTc124h>>);
+                }
+            }
+            else
+            {
+                switch (C)
+                {
+                case 31: return go(launch_ffn<T, FfnTc31, ffn_tc_kernel<T, FfnTc31>>);
+                case 62: return go(launch_ffn<T, FfnTc62, ffn_tc_kernel<T, FfnTc62>>);
+                default: return go(launch_ffn<T, FfnTc124, ffn_tc_kernel<T, FfnTc124>>);
+                }
             }
         }
     });

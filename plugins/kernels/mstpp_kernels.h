@@ -169,6 +169,27 @@ MSTPP_API int mstpp_conv_nchw(const void* x, void* y, const float* w, const void
 MSTPP_API int mstpp_upfuse_nchw(const void* low, const void* skip, void* y, const float* wa, const float* wb,
     const float* bias, int64_t B, int Clow, int64_t Hlow, int64_t Wlow, int dtype, void* stream);
 
+/*
+ * What this build of the library supports, so callers (mstpp/kernels.py) read it here instead of copying it. Each
+ * capability is a list of int64 values; mstpp_capability() writes the first min(count, capacity) of them to `out`
+ * (out may be NULL when capacity is 0) and returns the count, or MSTPP_ERR_BAD_SHAPE for an unknown `what`.
+ * Host-only: no CUDA call is made, so it answers on a machine without a GPU.
+ */
+enum mstpp_capability_id
+{
+    MSTPP_CAP_ABI_VERSION = 0,       /* one value; bumped whenever a declaration is appended to this header */
+    MSTPP_CAP_LAYERNORM_MAX_C = 1,   /* one value: MSTPP_LAYERNORM_MAX_C */
+    MSTPP_CAP_FFN_CHANNELS = 2,      /* channel counts mstpp_ffn_nchw accepts */
+    MSTPP_CAP_MSA_CHANNELS = 3,      /* channel counts mstpp_msa_nchw accepts */
+    MSTPP_CAP_MSA_HEAD_DIM = 4,      /* one value: channels per attention head */
+    MSTPP_CAP_CONV_IN_CHANNELS = 5,  /* Cin values mstpp_conv_nchw accepts */
+    MSTPP_CAP_CONV_OUT_CHANNELS = 6, /* Cout values mstpp_conv_nchw accepts */
+    MSTPP_CAP_CONV_GEOMETRIES = 7,   /* (ksize, stride, pad) triples mstpp_conv_nchw accepts, flattened */
+    MSTPP_CAP_UPFUSE_CHANNELS = 8    /* Clow values mstpp_upfuse_nchw accepts */
+};
+
+MSTPP_API int mstpp_capability(int what, int64_t* out, int capacity);
+
 #ifdef __cplusplus
 }
 #endif
