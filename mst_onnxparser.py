@@ -74,7 +74,12 @@ def main(argv=None) -> int:
     info = detect(None if args.trt == "auto" else args.trt)
     print(f"using {info.summary}")
     onnx_file = prepare_onnx(args)
-    settings = build_settings(args, "parser", onnx=str(onnx_file))
+    notes = {"onnx": str(onnx_file)}
+    if args.mode == "INT8":  # the build record names how the ranges were calibrated
+        from mstpp.onnx.quantize import describe_quantization
+
+        notes["quantization"] = describe_quantization(args.calib_method)
+    settings = build_settings(args, "parser", **notes)
     plan = build_parser_engine(info, onnx_file, settings, args.plan_path, verbose=args.verbose)
     print(f"wrote {plan} ({plan.stat().st_size / 1e6:.1f} MB) and {plan.name}.json")
     return 0
