@@ -6,7 +6,7 @@ LayerNorm, softmax: mstpp/onnx/fp16.py), because TensorRT 11 has no FP16 flag an
 say its precision. INT8 first writes an explicit Q/DQ ONNX (Conv only, per-channel weights) with
 onnxruntime's static quantizer, calibrated on the calibrator.py images one image at a time (max |x|
 by default: the memory of one inference; --calib-method percentile/entropy hold every Conv tensor of
-one image, ~9 GB at 512x482). The rewritten ONNX files are kept beside the plan (<plan>.fp16.onnx /
+one image, 8.8 GB at 512x482). The rewritten ONNX files are kept beside the plan (<plan>.fp16.onnx /
 <plan>.int8.onnx) so they can be inspected or fed to trtexec.
 
 Examples:
