@@ -18,10 +18,8 @@ from architecture import SpectralMSA
 
 from .errors import UserError
 from .io import find_images, read_rgb
+from .resources import data_dir
 
-REPO = Path(__file__).resolve().parent.parent
-#: Images used when none are given: the samples shipped in data/.
-DEFAULT_IMAGE_DIRS = (REPO / "data" / "samples",)
 #: Percentile of |x| stored beside max |x| (the network-API route builds with it by default).
 DEFAULT_PERCENTILE = 99.99
 #: Elements sampled per tensor for the percentile (torch.quantile limits its input size).
@@ -32,7 +30,8 @@ def calibration_images(paths: Sequence[str | Path] = (), synthetic: int = 4, cro
                        seed: int = 0) -> list[np.ndarray]:
     """RGB images [3, H, W] in [0, 1]: real images from ``paths`` (default data/samples) and
     ``synthetic`` scenes from the physically based generator, centre-cropped to ``crop`` pixels."""
-    files = find_images(paths or [d for d in DEFAULT_IMAGE_DIRS if d.is_dir()])
+    samples = data_dir() / "samples"  # the sample photos shipped in data/
+    files = find_images(paths or ([samples] if samples.is_dir() else []))
     images = [read_rgb(p) for p in files]
     if synthetic:
         # Training-split scenes: calibrating on the held-out evaluation scenes would flatter INT8.
