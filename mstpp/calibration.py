@@ -1,7 +1,7 @@
 """INT8 calibration: activation ranges at every convolution input, from real and synthetic images.
 
-Both TensorRT routes use the same data: the network-API builder reads the per-module ranges stored in
-the cache file; the ONNX-parser route feeds the same images to onnxruntime's static quantizer.
+Both TensorRT routes use the same images: the network-API builder reads the per-module ranges stored in
+the cache file; the ONNX routes collect tensor ranges of the ONNX graph from them (``mstpp.onnx.quantize``).
 Cache file (JSON): ``{"method", "percentile", "images", "weights", "ranges": {module: {"max", "pXX"}}}``.
 """
 from __future__ import annotations
@@ -18,10 +18,10 @@ from architecture import SpectralMSA
 
 from .errors import UserError
 from .io import find_images, read_rgb
+from .resources import data_dir
 
-REPO = Path(__file__).resolve().parent.parent
-#: Images used when none are given: the samples shipped in data/.
-DEFAULT_IMAGE_DIRS = (REPO / "data" / "samples",)
+#: Percentile of |x| stored beside max |x| (the network-API route builds with it by default).
+DEFAULT_PERCENTILE = 99.99
 #: Elements sampled per tensor for the percentile (torch.quantile limits its input size).
 _SAMPLE = 1 << 20
 
@@ -30,7 +30,8 @@ def calibration_images(paths: Sequence[str | Path] = (), synthetic: int = 4, cro
                        seed: int = 0) -> list[np.ndarray]:
     """RGB images [3, H, W] in [0, 1]: real images from ``paths`` (default data/samples) and
     ``synthetic`` scenes from the physically based generator, centre-cropped to ``crop`` pixels."""
-    files = find_images(paths or [d for d in DEFAULT_IMAGE_DIRS if d.is_dir()])
+    samples = data_dir() / "samples"  # the sample photos shipped in data/
+    files = find_images(paths or ([samples] if samples.is_dir() else []))
     images = [read_rgb(p) for p in files]
     if synthetic:
         # Training-split scenes: calibrating on the held-out evaluation scenes would flatter INT8.
@@ -46,6 +47,20 @@ def calibration_images(paths: Sequence[str | Path] = (), synthetic: int = 4, cro
     return images
 
 
+def fit_image(img: np.ndarray, height: int, width: int) -> np.ndarray:
+    """[3, h, w] -> [3, height, width]: transposed when that fits exactly (ARAD frames are 482x512,
+    the benchmark shape 512x482), else resized; calibration statistics survive either."""
+    if img.shape[1:] == (height, width):
+        return img
+    if img.shape[1:] == (width, height):
+        return np.ascontiguousarray(img.transpose(0, 2, 1))
+    import torch.nn.functional as F
+
+    resized = F.interpolate(torch.from_numpy(np.ascontiguousarray(img))[None].float(), size=(height, width),
+                            mode="area")
+    return resized[0].numpy()
+
+
 def _centre_crop(img: np.ndarray, size: int) -> np.ndarray:
     _, h, w = img.shape
     top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
@@ -59,7 +74,7 @@ class RangeObserver:
     ``...to_q``/``to_k``/``to_v`` (the S-MSA input), ``...proj`` (the attention output).
     """
 
-    def __init__(self, model: nn.Module, percentile: float = 99.99) -> None:
+    def __init__(self, model: nn.Module, percentile: float = DEFAULT_PERCENTILE) -> None:
         self.percentile = percentile
         self.max: dict[str, float] = {}
         self.pct: dict[str, list[float]] = {}
@@ -95,7 +110,7 @@ class RangeObserver:
             h.remove()
 
 
-def calibrate(state_dict: Mapping[str, torch.Tensor], images: Sequence[np.ndarray], percentile: float = 99.99,
+def calibrate(state_dict: Mapping[str, torch.Tensor], images: Sequence[np.ndarray], percentile: float = DEFAULT_PERCENTILE,
               device: str = "cpu", progress: bool = True) -> dict[str, dict[str, float]]:
     """Run MST++ (FP32) over ``images`` and return the ranges at every convolution input."""
     from tqdm import tqdm

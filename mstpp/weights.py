@@ -118,7 +118,7 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def _load_onnx(path: Path) -> dict[str, np.ndarray]:
-    from .onnx_weights import state_dict_from_onnx  # onnx is only needed for this format
+    from .onnx.weight_map import state_dict_from_onnx  # onnx is only needed for this format
 
     return state_dict_from_onnx(path)
 
@@ -155,11 +155,30 @@ def seeded_state_dict(seed: int = DEFAULT_SEED) -> dict[str, torch.Tensor]:
 
 
 def file_digest(path: str | Path, length: int = 12) -> str:
-    """First ``length`` hex digits of the file's SHA-256: names the exact weights a result was measured with."""
+    """First ``length`` hex digits of the file's SHA-256 (what ``sha256sum FILE`` prints): names the exact
+    weights file a result was measured with. ``state_fingerprint`` names the tensors inside, whatever the format."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
+    return h.hexdigest()[:length]
+
+
+def state_fingerprint(state: Mapping[str, torch.Tensor | np.ndarray], length: int = 12) -> str:
+    """First ``length`` hex digits of a content hash of the weights themselves, whatever file held them.
+
+    SHA-256 over the entries in sorted name order, each as its name (UTF-8), a NUL byte, its shape
+    written like ``31x3x3x3``, a NUL byte, and its values as little-endian float32 in C order. The same
+    tensors saved as .pth, .npz or inside an ONNX file give the same fingerprint (``file_digest`` differs
+    per file); it names build products made from weights (the ONNX/engine cache, calibration caches).
+    """
+    h = hashlib.sha256()
+    for name in sorted(state):
+        value = state[name]
+        arr = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+        arr = np.ascontiguousarray(arr, dtype="<f4")
+        h.update(name.encode() + b"\0" + "x".join(map(str, arr.shape)).encode() + b"\0")
+        h.update(arr.tobytes())
     return h.hexdigest()[:length]
 
 

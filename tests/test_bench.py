@@ -137,7 +137,7 @@ def test_int8_onnx_of_every_batch_shares_the_batch1_calibration(weights, tmp_pat
     import onnx
     from onnx import numpy_helper
 
-    from mstpp.backends.onnx_cache import cached_onnx
+    from mstpp.onnx.cache import cached_onnx
 
     monkeypatch.setenv("MSTPP_CACHE_DIR", str(tmp_path))
     state = weights
@@ -156,9 +156,9 @@ def test_int8_onnx_of_every_batch_shares_the_batch1_calibration(weights, tmp_pat
 
 
 def test_int8_ranges_from_another_export_are_refused(weights, tmp_path, monkeypatch):
-    from mstpp.backends.onnx_cache import cached_onnx
     from mstpp.errors import UserError
-    from mstpp.trt.int8 import quantize_onnx
+    from mstpp.onnx.cache import cached_onnx
+    from mstpp.onnx.quantize import quantize_onnx
 
     monkeypatch.setenv("MSTPP_CACHE_DIR", str(tmp_path))
     cached_onnx(weights, (1, 3, 32, 32), "int8")

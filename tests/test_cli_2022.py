@@ -94,12 +94,12 @@ def test_calibration_table_is_reused_when_present_and_written_when_missing(tmp_p
     monkeypatch.setattr(int8, "calibrate", lambda s, imgs: calls.append(len(imgs)) or real_calibrate(s, imgs,
                                                                                                    progress=False))
     table = tmp_path / "mst_calibration_b1.cache"
-    first = int8.activation_ranges(state, weights, table)
+    first = int8.calibration_table(state, weights, table)
     assert table.is_file() and calls == [1]  # missing: calibrated and written
-    second = int8.activation_ranges(state, weights, table)
+    second = int8.calibration_table(state, weights, table)
     assert calls == [1] and second == first  # present: reused, no calibration
     with pytest.raises(UserError, match="calibration cache not found"):
-        int8.activation_ranges(state, weights, tmp_path / "missing.json", must_exist=True)
+        int8.calibration_table(state, weights, tmp_path / "missing.json", must_exist=True)
 
 
 def test_2022_fp32_api_chain_end_to_end(tmp_path):

@@ -79,7 +79,8 @@ def test_torch2onnx_refuses_3x3(tmp_path):
 
 @pytest.fixture(scope="module")
 def dynamic_onnx(tmp_path_factory):
-    from mstpp.onnx_export import export_onnx, simplify
+    from mstpp.onnx.export import export_onnx
+    from mstpp.onnx.simplify import simplify
 
     folder = tmp_path_factory.mktemp("dyn")
     raw = export_onnx(MST_Plus_Plus().eval(), folder / "dynamic.raw.onnx", 1, 16, 16, dynamic=True)
@@ -91,7 +92,7 @@ def test_dynamic_onnx_states_minimum_and_runner_checks_first(dynamic_onnx):
     import onnxruntime as ort
 
     from mstpp.backends.onnxruntime_runner import OrtRunner
-    from mstpp.onnx_export import MIN_SIZE_KEY
+    from mstpp.onnx.names import MIN_SIZE_KEY
 
     proto = onnx.load(str(dynamic_onnx))
     meta = {p.key: p.value for p in proto.metadata_props}
@@ -249,7 +250,7 @@ def test_onnx_shape_comes_from_a_static_file():
 
 @pytest.fixture(scope="module")
 def static_onnx(tmp_path_factory):
-    from mstpp.onnx_export import export_onnx
+    from mstpp.onnx.export import export_onnx
 
     return export_onnx(MST_Plus_Plus().eval(), tmp_path_factory.mktemp("static") / "m24.onnx", 1, 24, 32)
 

@@ -10,8 +10,10 @@ import torch
 
 from architecture import MST_Plus_Plus
 from mstpp.errors import UserError, WeightsError
-from mstpp.onnx_export import check_mstpp_onnx, export_onnx, ort_session, simplify
-from mstpp.onnx_fp16 import convert_to_fp16
+from mstpp.onnx.check import check_mstpp_onnx, ort_session
+from mstpp.onnx.export import export_onnx
+from mstpp.onnx.fp16 import convert_to_fp16
+from mstpp.onnx.simplify import simplify
 from mstpp.weights import read_state_dict
 
 

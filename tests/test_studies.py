@@ -8,7 +8,10 @@ import onnx
 import pytest
 
 from conftest import run_script
-from mstpp.onnx_export import L2_FORMS, export_onnx, ort_session, rewrite_l2_norms, simplify
+from mstpp.onnx.check import ort_session
+from mstpp.onnx.export import export_onnx
+from mstpp.onnx.rewrite import L2_FORMS, rewrite_l2_norms
+from mstpp.onnx.simplify import simplify
 
 
 def test_accuracy_script_quick(tmp_path):

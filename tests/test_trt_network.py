@@ -174,7 +174,8 @@ def test_api_int8_plan_builds_with_rtx(tmp_path, golden_dir, golden_state, golde
 
 @pytest.fixture(scope="module")
 def small_onnx(tmp_path_factory, golden_state):
-    from mstpp.onnx_export import export_onnx, simplify
+    from mstpp.onnx.export import export_onnx
+    from mstpp.onnx.simplify import simplify
 
     d = tmp_path_factory.mktemp("parser")
     model = MST_Plus_Plus().eval()

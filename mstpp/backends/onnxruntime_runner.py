@@ -14,7 +14,7 @@ import torch
 
 from ..errors import UserError
 from .base import RouteUnavailable, Runner
-from .onnx_cache import cached_onnx
+from ..onnx.cache import cached_onnx
 
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
               "tensorrt": "TensorrtExecutionProvider"}
@@ -33,7 +33,7 @@ class OrtRunner(Runner):
         onnx_path: an existing MST++ ONNX file (static or dynamic) instead of a fresh export.
         profile: write onnxruntime's per-node profile (JSON) to this path prefix.
         threads: intra-op threads for the CPU EP (default: onnxruntime's choice).
-        l2_form: how the exported graph writes the q/k L2 norms (``mstpp.onnx_export.L2_FORMS``);
+        l2_form: how the exported graph writes the q/k L2 norms (``mstpp.onnx.rewrite.L2_FORMS``);
             default ``reducesum``: the CUDA EP runs ReduceL2 through a cuDNN reduction that took 93% of
             its time on an H100; Sqrt(ReduceSum(x*x)) is as fast as the GEMV form without its 30 MB of
             ones vectors (docs/ort_cuda_notes.md).

@@ -7,7 +7,6 @@ events around ``run`` time exactly the engine.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -15,7 +14,8 @@ import torch
 
 from ..errors import UserError
 from .base import RouteUnavailable, Runner
-from .onnx_cache import CACHE_DIR, cached_onnx, weights_digest
+from ..onnx.cache import cache_dir, cached_onnx
+from ..weights import state_fingerprint
 
 # TensorRT-RTX runs on these compute capabilities only (its support matrix); not on Hopper.
 _RTX_CAPABILITIES = {(8, 0), (8, 6), (8, 9), (12, 0), (12, 1)}
@@ -67,8 +67,8 @@ class TensorRTRunner(Runner):
         from ..trt.builder import BuildSettings, ShapeRange
         from ..trt.engines import build_api_engine, build_parser_engine
 
-        cache = Path(os.environ.get("MSTPP_CACHE_DIR", CACHE_DIR))
-        tag = f"{weights_digest(self.state_dict)}_{self.path}_{self.precision}_{self.plugins}_" \
+        cache = cache_dir()
+        tag = f"{state_fingerprint(self.state_dict)}_{self.path}_{self.precision}_{self.plugins}_" \
               f"{'x'.join(map(str, shape))}_{self.info.flavour}{self.info.version}"
         plan = cache / f"trt_{tag}.plan"
         if plan.is_file():

@@ -45,16 +45,15 @@ def _run(argv: Sequence[str] | None) -> int:
 
     if not 50 < args.percentile <= 100:
         raise UserError("--percentile must be in (50, 100]")
-    from mstpp.backends.onnx_cache import weights_digest
     from mstpp.calibration import calibrate, calibration_images, save_cache
     from mstpp.devices import resolve_device
-    from mstpp.weights import resolve_weights
+    from mstpp.weights import resolve_weights, state_fingerprint
 
     device = resolve_device(args.device)
     state, source = resolve_weights(args.weights)
     print(source.description)
     images = calibration_images(args.images, args.synthetic, args.crop or None)
     ranges = calibrate(state, images, args.percentile, device)
-    path = save_cache(args.cache, ranges, args.method, args.percentile, len(images), weights_digest(state))
+    path = save_cache(args.cache, ranges, args.method, args.percentile, len(images), state_fingerprint(state))
     print(f"{len(ranges)} convolution inputs calibrated on {len(images)} images -> {path}")
     return 0

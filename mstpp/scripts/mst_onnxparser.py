@@ -1,10 +1,12 @@
 """Build a TensorRT engine of MST++ from its ONNX file with TensorRT's ONNX parser.
 
 FP32 parses the ONNX as is. FP16 first rewrites it to FP16 with FP32 statistics (L2 sums of squares,
-LayerNorm, softmax: mstpp/onnx_fp16.py), because TensorRT 11 has no FP16 flag and the network must
+LayerNorm, softmax: mstpp/onnx/fp16.py), because TensorRT 11 has no FP16 flag and the network must
 say its precision. INT8 first writes an explicit Q/DQ ONNX (Conv only, per-channel weights) with
-onnxruntime's static quantizer, calibrated on the calibrator.py images. The rewritten ONNX files are
-kept beside the plan (<plan>.fp16.onnx / <plan>.int8.onnx) so they can be inspected or fed to trtexec.
+onnxruntime's static quantizer, calibrated on the calibrator.py images one image at a time (max |x|
+by default: the memory of one inference; --calib-method percentile/entropy hold every Conv tensor of
+one image, 8.8 GB at 512x482). The rewritten ONNX files are kept beside the plan (<plan>.fp16.onnx /
+<plan>.int8.onnx) so they can be inspected or fed to trtexec.
 The 2022 MST++ TensorRT project's command lines run as they are (see the examples).
 
 Examples:
@@ -20,10 +22,8 @@ from typing import Sequence
 
 from mstpp.cli import CliParser, run_cli
 from mstpp.errors import UserError
+from mstpp.onnx.quantize import CALIBRATION_METHOD, CALIBRATION_METHODS
 from mstpp.trt.cli_args import add_calibration_table_arg, add_engine_args, shape_flags_follow_onnx
-
-CALIB_METHODS = ("max", "percentile", "entropy")
-
 
 def build_parser() -> CliParser:
     p = CliParser(__doc__)
@@ -31,8 +31,8 @@ def build_parser() -> CliParser:
                    help="FP32 MST++ ONNX from torch2onnx.py (default model/mstpp.onnx)")
     add_engine_args(p, "build/mstpp_parser_fp32.plan")
     shape_flags_follow_onnx(p)
-    p.add_argument("--calib-method", choices=CALIB_METHODS, default="percentile",
-                   help="INT8 activation ranges (default percentile 99.99)")
+    p.add_argument("--calib-method", choices=CALIBRATION_METHODS, default=CALIBRATION_METHOD,
+                   help="INT8 activation ranges: max |x|, percentile 99.99 or entropy")
     p.add_argument("--calib-images", nargs="*", default=(),
                    help="INT8 calibration images or folders (default data/samples + 4 synthetic scenes)")
     calibration = p.add_mutually_exclusive_group()
@@ -44,33 +44,34 @@ def build_parser() -> CliParser:
 
 
 def prepare_onnx(onnx_path: Path, mode: str, plan_path: Path, calib_images: Sequence[str] = (),
-                 calib_method: str = "percentile", ranges_cache: Path | None = None) -> Path:
+                 calib_method: str = CALIBRATION_METHOD, ranges_cache: Path | None = None) -> Path:
     """The ONNX to parse for ``mode`` (FP32/FP16/INT8): ``onnx_path`` itself, or its FP16 / Q/DQ INT8
     rewrite written beside ``plan_path``. INT8 reads calibration ranges from ``ranges_cache`` when that
     file exists, else calibrates (and writes them there when a path is given)."""
-    from mstpp.onnx_export import check_mstpp_onnx
+    from mstpp.onnx.check import check_mstpp_onnx
 
     check_mstpp_onnx(onnx_path)
     if mode == "FP32":
         return onnx_path
     plan_path.parent.mkdir(parents=True, exist_ok=True)
     if mode == "FP16":
-        from mstpp.onnx_fp16 import convert_to_fp16
+        from mstpp.onnx.fp16 import convert_to_fp16
 
         out = convert_to_fp16(onnx_path, Path(f"{plan_path}.fp16.onnx"))
     elif ranges_cache is not None and ranges_cache.is_file():
-        from mstpp.trt.int8 import quantize_onnx
+        from mstpp.onnx.quantize import quantize_onnx
 
         out = quantize_onnx(onnx_path, Path(f"{plan_path}.int8.onnx"), [], calib_method, ranges_cache)
         print(f"calibration ranges reused from {ranges_cache}")
     else:
         from mstpp.calibration import calibration_images
-        from mstpp.trt.int8 import quantize_onnx
+        from mstpp.onnx.quantize import quantize_onnx
 
         images = calibration_images(calib_images)
         if ranges_cache is not None:
             ranges_cache.parent.mkdir(parents=True, exist_ok=True)
-        out = quantize_onnx(onnx_path, Path(f"{plan_path}.int8.onnx"), images, calib_method, ranges_cache)
+        out = quantize_onnx(onnx_path, Path(f"{plan_path}.int8.onnx"), images, calib_method, ranges_cache,
+                            progress=True)
         print(f"calibrated on {len(images)} images ({calib_method})"
               + (f"; ranges saved to {ranges_cache}" if ranges_cache is not None else ""))
     print(f"wrote {out}")
@@ -89,7 +90,7 @@ def _run(argv: Sequence[str] | None) -> int:
 
     if args.calib_cache is not None and not args.calib_cache.is_file():
         raise UserError(f"calibration cache not found: {args.calib_cache}")
-    from mstpp.onnx_export import check_mstpp_onnx
+    from mstpp.onnx.check import check_mstpp_onnx
     from mstpp.trt.cli_args import engine_shape_for_onnx, onnx_input_dims
 
     dims = onnx_input_dims(check_mstpp_onnx(args.onnx_path))  # a static ONNX decides the engine shape
@@ -99,7 +100,12 @@ def _run(argv: Sequence[str] | None) -> int:
     print(f"using {info.summary}")
     onnx_file = prepare_onnx(args.onnx_path, args.mode, args.plan_path, args.calib_images, args.calib_method,
                              args.calib_cache or args.calibration_table_path)
-    settings = build_settings(args, "parser", onnx=str(onnx_file))
+    notes = {"onnx": str(onnx_file)}
+    if args.mode == "INT8":  # the build record names how the ranges were calibrated
+        from mstpp.onnx.quantize import describe_quantization
+
+        notes["quantization"] = describe_quantization(args.calib_method)
+    settings = build_settings(args, "parser", **notes)
     plan = build_parser_engine(info, onnx_file, settings, args.plan_path, verbose=args.verbose)
     print(f"wrote {plan} ({plan.stat().st_size / 1e6:.1f} MB) and {plan.name}.json")
     return 0

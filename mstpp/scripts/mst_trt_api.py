@@ -59,7 +59,7 @@ def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     from mstpp.trt.cli_args import build_settings
     from mstpp.trt.engines import build_api_engine
-    from mstpp.trt.int8 import activation_ranges
+    from mstpp.trt.int8 import calibration_table
     from mstpp.trt.plugins import load_plugin_library
     from mstpp.trt.version import detect
     from mstpp.weights import resolve_weights
@@ -79,7 +79,7 @@ def _run(argv: Sequence[str] | None) -> int:
         cache = args.calib_cache or args.calibration_table_path or Path(f"{args.plan_path}.calib.json")
         if cache.is_file():
             print(f"calibration cache: {cache}")
-        amax = activation_ranges(state, weights, cache, must_exist=args.calib_cache is not None)
+        amax = calibration_table(state, weights, cache, must_exist=args.calib_cache is not None)
     settings = build_settings(args, "api", weights=source.description)
     settings.plugins = args.plugins
     plan = build_api_engine(info, weights, settings, args.plan_path, amax, verbose=args.verbose)

@@ -72,7 +72,8 @@ def _run(argv: Sequence[str] | None) -> int:
 
     if args.tolerance <= 0:
         raise UserError("--tolerance must be > 0")
-    from mstpp.backends.onnx_cache import cached_onnx
+    from mstpp.onnx.cache import cached_onnx
+    from mstpp.onnx.quantize import describe_quantization
     from mstpp.bench.accuracy import evaluate_routes, real_samples, synthetic_samples, write_accuracy
     from mstpp.bench.environment import capture_environment, environment_slug
     from mstpp.bench.int8_localise import localise
@@ -80,7 +81,8 @@ def _run(argv: Sequence[str] | None) -> int:
     from mstpp.bench.timing import FULL_TIMING, QUICK_TIMING
     from mstpp.devices import default_device
     from mstpp.metrics import REL_ERROR_FLOOR
-    from mstpp.trt.int8 import fit_image
+    from mstpp.calibration import fit_image
+    from mstpp.trt.int8 import describe_api_calibration
     from mstpp.weights import resolve_weights
 
     device = default_device()
@@ -113,10 +115,11 @@ def _run(argv: Sequence[str] | None) -> int:
         print(f"  {block:<34} max rel error {err:.4f}")
     env = capture_environment(device)
     tag = args.tag or f"int8-{environment_slug(env)}"
+    # Each route named with the calibration it was built with (the same settings the builds read).
+    quant = {route: describe_api_calibration() if route.startswith("trt-api") else describe_quantization()
+             for route in routes}
     meta = {"tag": tag, "weights": source.description, "rel_error_floor": REL_ERROR_FLOOR, "size": [h, w],
-            "speed": speed, "localisation": where,
-            "quant": "onnxruntime quantize_static, QDQ, Conv only, per-channel symmetric weights, "
-                     "symmetric activations, percentile 99.99 calibration"}
+            "speed": speed, "localisation": where, "quant": quant}
     json_path, _ = write_accuracy(rows, env, meta, args.out_dir, tag)
     print(f"wrote {json_path}")
     return 0

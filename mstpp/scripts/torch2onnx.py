@@ -18,7 +18,7 @@ from typing import Sequence
 
 from mstpp.cli import CliParser, add_shape_args, add_weights_arg, positive_int, run_cli
 from mstpp.errors import UserError
-from mstpp.onnx_export import DEFAULT_L2_FORM, L2_FORMS
+from mstpp.onnx.rewrite import DEFAULT_L2_FORM, L2_FORMS
 
 DEFAULT_ONNX = Path("model") / "mstpp.onnx"
 SIMPLIFIERS = ("onnxslim", "onnxsim", "none")
@@ -42,7 +42,7 @@ def build_parser() -> CliParser:
                    help=f"graph simplifier: {', '.join(SIMPLIFIERS)}; a bare --simplifier means the default "
                         f"(default {DEFAULT_SIMPLIFIER}: pure Python, keeps opset and dynamic dims)")
     p.add_argument("--l2-form", choices=L2_FORMS, default=DEFAULT_L2_FORM,
-                   help="how the q/k L2 norms are written (default %(default)s; see mstpp/onnx_export.py: "
+                   help="how the q/k L2 norms are written (default %(default)s; see mstpp/onnx/rewrite.py: "
                         "runtimes differ a lot, e.g. ONNX Runtime's CUDA EP is slow on ReduceL2)")
     p.add_argument("--verify-size", type=positive_int, nargs=2, metavar=("H", "W"), default=None,
                    help="with --dynamic: spatial size of the onnxruntime check (default 64 60, which also "
@@ -77,8 +77,10 @@ def _run(argv: Sequence[str] | None) -> int:
     import onnx
     import torch
 
-    from mstpp.onnx_export import (check_mstpp_onnx, compare_with_torch, export_onnx, op_counts,
-                                   rewrite_l2_norms, simplify)
+    from mstpp.onnx.check import check_mstpp_onnx, compare_with_torch
+    from mstpp.onnx.export import export_onnx, op_counts
+    from mstpp.onnx.rewrite import rewrite_l2_norms
+    from mstpp.onnx.simplify import simplify
     from mstpp.weights import load_model
 
     model, source = load_model(args.weights)

@@ -1,6 +1,6 @@
 """FP16 ONNX with FP32 statistics: our own precision pass over an exported MST++ graph.
 
-Everything runs in FP16 except the regions where FP16 breaks MST++ (DESIGN.md precision policy):
+Everything runs in FP16 except the regions where FP16 breaks MST++ (docs/DESIGN.md, precision policy):
 
 * the q/k L2 normalisation - a sum of squares over H*W = 249,856 tokens overflows FP16 once the
   mean square passes ~0.26, so ``ReduceL2 -> Clip -> Div`` (and any ``Pow/ReduceSum/Sqrt`` form) stay FP32;
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .onnx_export import L2_NODE_PREFIX
+from .rewrite import L2_NODE_PREFIX
 
 FP32_OP_TYPES = {"LayerNormalization", "Softmax", "ReduceL2", "ReduceSumSquare", "ReduceSum", "Sqrt", "Pow"}
 

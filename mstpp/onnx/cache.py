@@ -1,7 +1,10 @@
-"""ONNX files made on demand for runners, cached by weights, shape and precision."""
+"""Step 5: the build cache - ONNX files made on demand for runners, keyed by weights, shape and precision.
+
+``cache_dir()`` is the one place that decides where cached build products (these ONNX files, their
+calibration ranges, the TensorRT runner's plans and timing cache) live.
+"""
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -9,42 +12,48 @@ from typing import Mapping
 
 import torch
 
-#: Default cache folder (git-ignored); MSTPP_CACHE_DIR overrides it.
-CACHE_DIR = Path(__file__).resolve().parents[2] / "build" / "cache"
+from ..resources import source_checkout
+from ..weights import state_fingerprint
+
+#: Default cache folder: build/cache of the source checkout (git-ignored), or of the working directory
+#: for an installed copy; the MSTPP_CACHE_DIR environment variable overrides it.
+DEFAULT_CACHE_DIR = (source_checkout() or Path.cwd()) / "build" / "cache"
 
 
-def weights_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """Short content hash of a state dict (names and values)."""
-    h = hashlib.sha1()
-    for name in sorted(state_dict):
-        h.update(name.encode())
-        h.update(state_dict[name].detach().cpu().float().numpy().tobytes())
-    return h.hexdigest()[:12]
+def cache_dir() -> Path:
+    """The build cache folder (created): ``$MSTPP_CACHE_DIR``, else ``DEFAULT_CACHE_DIR``."""
+    path = Path(os.environ.get("MSTPP_CACHE_DIR") or DEFAULT_CACHE_DIR)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _stem(state_dict: Mapping[str, torch.Tensor], shape: tuple[int, int, int, int], dynamic: bool,
           l2_form: str) -> str:
     b, _, h, w = shape
-    return f"mstpp_{weights_digest(state_dict)}_{'dyn' if dynamic else f'{b}x{h}x{w}'}_{l2_form}"
+    return f"mstpp_{state_fingerprint(state_dict)}_{'dyn' if dynamic else f'{b}x{h}x{w}'}_{l2_form}"
 
 
 def cached_onnx(state_dict: Mapping[str, torch.Tensor], shape: tuple[int, int, int, int],
                 precision: str = "fp32", dynamic: bool = False, l2_form: str | None = None) -> Path:
-    """Path of a simplified MST++ ONNX for ``shape`` (B, 3, H, W), exporting it if needed."""
+    """Path of a simplified MST++ ONNX for ``shape`` (B, 3, H, W), exporting it if needed.
+
+    The pipeline: export -> simplify -> rewrite (L2 form) -> FP32 file; then ``fp16`` (our FP16 pass)
+    or ``int8`` (Q/DQ, calibrated with ``quantize.CALIBRATION_METHOD``) from it.
+    """
     from architecture import build_model
 
-    import onnx
+    from .export import export_onnx
+    from .rewrite import DEFAULT_L2_FORM, rewrite_l2_norms
+    from .simplify import simplify
 
-    from ..onnx_export import DEFAULT_L2_FORM, export_onnx, rewrite_l2_norms, simplify
-    from ..onnx_fp16 import convert_to_fp16
-
-    cache = Path(os.environ.get("MSTPP_CACHE_DIR", CACHE_DIR))
-    cache.mkdir(parents=True, exist_ok=True)
+    cache = cache_dir()
     b, _, h, w = shape
     l2_form = l2_form or DEFAULT_L2_FORM
     stem = _stem(state_dict, shape, dynamic, l2_form)
     fp32 = cache / f"{stem}_fp32.onnx"
     if not fp32.is_file():
+        import onnx
+
         model = build_model("mst_plus_plus")
         model.load_state_dict(state_dict)
         raw = cache / f"{stem}.raw.onnx"
@@ -58,6 +67,8 @@ def cached_onnx(state_dict: Mapping[str, torch.Tensor], shape: tuple[int, int, i
     if precision == "fp32":
         return fp32
     if precision == "fp16":
+        from .fp16 import convert_to_fp16
+
         fp16 = cache / f"{stem}_fp16.onnx"
         if not fp16.is_file():
             convert_to_fp16(fp32, fp16)
@@ -66,20 +77,17 @@ def cached_onnx(state_dict: Mapping[str, torch.Tensor], shape: tuple[int, int, i
         int8 = cache / f"{stem}_int8.onnx"
         if not int8.is_file():
             from ..calibration import calibration_images
-            from ..trt.int8 import quantize_onnx
+            from .quantize import CALIBRATION_METHOD, quantize_onnx
 
-            # Min-max ranges: onnxruntime's percentile/entropy calibrators histogram every activation,
-            # which took over nine minutes at 512x482 on 16 cores - too slow for an on-demand build.
             # Calibrated once, on the batch-1 export of this H x W, and reused for every batch (one
             # batch-16 feed at 512x482 ran out of GPU memory); min-max ranges do not depend on batching.
             single = dynamic or b == 1
-            ranges = cache / f"{stem if single else _stem(state_dict, (1, 3, h, w), False, l2_form)}_int8_ranges.json"
+            ranges = cache / (f"{stem if single else _stem(state_dict, (1, 3, h, w), False, l2_form)}"
+                              "_int8_ranges.json")
             if not single and not ranges.is_file():
                 with tempfile.TemporaryDirectory() as tmp:  # only the ranges of this run are kept
                     quantize_onnx(cached_onnx(state_dict, (1, 3, h, w), "fp32", l2_form=l2_form),
-                                  Path(tmp) / "batch1_int8.onnx", calibration_images(), method="max",
-                                  ranges_cache=ranges)
-            images = [] if ranges.is_file() else calibration_images()
-            quantize_onnx(fp32, int8, images, method="max", ranges_cache=ranges)
+                                  Path(tmp) / "batch1_int8.onnx", calibration_images, ranges_cache=ranges)
+            quantize_onnx(fp32, int8, calibration_images, ranges_cache=ranges)
         return int8
     raise ValueError(f"no ONNX precision {precision!r}")
