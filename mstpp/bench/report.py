@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from .environment import environment_slug
+from .markdown import environment_block, fmt, md_table
 from .results import (BASELINE_ROUTE, BASELINE_TEXT, BenchResult, Row, attach_speedups, load_results_dir,
                       merge_results, repeat_check)
 
@@ -20,39 +21,6 @@ _ACCURACY_COLUMNS = ("route", "status", "n_images", "mean_abs", "median_abs", "p
 _ACCURACY_HIDDEN = ("per_image_mean_abs", "reason", "settings")
 
 Figures = Mapping[str, Sequence[tuple[str, str]]]
-
-
-def fmt(value: Any, kind: str = "ms") -> str:
-    """Numbers for tables: ms with 3-4 significant digits, speed-up as ``1.23x``, None as an en dash."""
-    if value is None or value == "":
-        return "–"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    v = float(value)
-    if kind == "x":
-        return f"{v:.2f}x"
-    if kind == "int":
-        return f"{int(v)}"
-    if kind == "sci":
-        return f"{v:.3g}"
-    if abs(v) >= 100:
-        return f"{v:.0f}"
-    if abs(v) >= 10:
-        return f"{v:.1f}"
-    if abs(v) >= 1:
-        return f"{v:.2f}"
-    return f"{v:.3g}"
-
-
-def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """A GitHub markdown table; pipes and newlines inside cells are escaped."""
-    def cell(v: Any) -> str:
-        return str(v).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(cell(h) for h in headers) + " |",
-             "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def group_by_environment(results: Sequence[BenchResult]) -> list[BenchResult]:
@@ -147,11 +115,6 @@ def settings_table(rows: Sequence[Row]) -> str:
             seen[r.route] = r.settings
     body = [[route, "; ".join(f"{k}={v}" for k, v in s.items() if k != "route")] for route, s in seen.items()]
     return md_table(["route", "settings"], body) if body else "_none_"
-
-
-def environment_block(env: Mapping[str, Any]) -> str:
-    lines = [f"{k}: {v}" for k, v in env.items()]
-    return "```\n" + "\n".join(lines) + "\n```"
 
 
 def _metadata_lines(res: BenchResult) -> list[str]:

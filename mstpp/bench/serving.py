@@ -66,7 +66,7 @@ def direct_throughput(rows: Sequence[Mapping[str, Any]]) -> dict[int, float]:
 
 def serving_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """One line per served point; ``of direct`` = served / direct throughput at the policy's batch size."""
-    from .report import fmt, md_table
+    from .markdown import fmt, md_table
 
     direct = direct_throughput(rows)
     body = []
@@ -89,7 +89,7 @@ def serving_table(rows: Sequence[Mapping[str, Any]]) -> str:
 def render_serving_section(envelopes: Sequence[Mapping[str, Any]],
                            figures: Mapping[str, Sequence[tuple[str, str]]] | None = None) -> str:
     """``## Serving`` with one subsection per result file: table, environment, figure links."""
-    from .report import environment_block
+    from .markdown import environment_block
 
     figures = figures or {}
     parts = ["## Serving (Triton Inference Server through PyTriton, client and server on one host)", "",
