@@ -69,6 +69,13 @@ def test_onnx_package_has_no_import_cycle():
     assert not cycles, " -> ".join(cycles[0])
 
 
+def test_library_has_no_import_cycle():
+    """No module of mstpp reaches itself again through imports, function-level ones included."""
+    graph = _import_graph()
+    cycles = [c for m in graph if (c := _cycle_through(graph, m))]
+    assert not cycles, " -> ".join(cycles[0])
+
+
 def test_calibration_and_onnx_steps_do_not_import_backends():
     graph = _import_graph()
     for module in ["mstpp.calibration", *[m for m in graph if m.startswith("mstpp.onnx")]]:
