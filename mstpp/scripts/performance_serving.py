@@ -178,11 +178,10 @@ def _run(argv: Sequence[str] | None) -> int:
     check_serving_environment()
     import torch
 
-    from ..backends import ROUTES
     from ..bench.environment import capture_environment, environment_slug
     from ..bench.serving import write_serving_results
     from ..serving.limits import MIN_SIDE
-    from ..serving.worker import default_route, serving_devices
+    from ..serving.worker import serving_plan
     from ..weights import resolve_weights
 
     if min(args.size) < MIN_SIDE:
@@ -193,12 +192,7 @@ def _run(argv: Sequence[str] | None) -> int:
         raise UserError(f"--queue-delay-us must be >= 0, got {args.queue_delay_us}")
     if max(args.concurrency) > 256:
         raise UserError("--concurrency above 256 clients is not supported by this load generator")
-    devices = serving_devices(args.gpus)
-    route = args.route or default_route(devices)
-    if route not in ROUTES:
-        raise UserError(f"unknown route {route!r}; see performance_latency.py --list-routes")
-    if devices == ["cpu"] and ROUTES[route].cuda_only:
-        raise UserError(f"route {route} cannot start: it needs a CUDA GPU and none is visible")
+    route, devices = serving_plan(args.route, args.gpus)
     state, source = resolve_weights(args.weights)
     print(source.description, flush=True)
     rows: list[dict[str, Any]] = []

@@ -94,10 +94,9 @@ def _run(argv: Sequence[str] | None) -> int:
 
     check_serving_environment()  # before torch and the weights: a wrong environment fails in one line, fast
 
-    from ..backends import ROUTES
     from ..serving.limits import MIN_SIDE, RequestLimits
     from ..serving.server import ServeOptions, serve
-    from ..serving.worker import default_route, serving_devices
+    from ..serving.worker import serving_plan
     from ..weights import resolve_weights
 
     if args.queue_delay_us < 0:
@@ -106,12 +105,7 @@ def _run(argv: Sequence[str] | None) -> int:
         raise UserError("--http-port, --grpc-port and --metrics-port must differ")
     if min(args.warmup_size) < MIN_SIDE or max(args.warmup_size) > args.max_side:
         raise UserError(f"--warmup-size must lie between {MIN_SIDE} and --max-side {args.max_side}")
-    devices = serving_devices(args.gpus)
-    route = args.route or default_route(devices)
-    if route not in ROUTES:
-        raise UserError(f"unknown route {route!r}; see performance_latency.py --list-routes")
-    if devices == ["cpu"] and ROUTES[route].cuda_only:
-        raise UserError(f"route {route} cannot start: it needs a CUDA GPU and none is visible")
+    route, devices = serving_plan(args.route, args.gpus)
     state, source = resolve_weights(args.weights)
     print(source.description, flush=True)
     options = ServeOptions(route=route, devices=devices, max_batch=args.max_batch or 16, queue_delay_us=args.queue_delay_us,

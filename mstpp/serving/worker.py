@@ -134,3 +134,21 @@ def serving_devices(gpus: str | None) -> list[str]:
 def default_route(devices: Sequence[str]) -> str:
     """fused-fp16 on GPUs, torch-fp32 on the CPU."""
     return "fused-fp16" if devices and devices[0].startswith("cuda") else "torch-fp32"
+
+
+def serving_plan(route: str | None, gpus: str | None) -> tuple[str, list[str]]:
+    """(route, devices) a server runs: ``route`` or the default for the devices ``gpus`` names.
+
+    Raises:
+        UserError: an unknown route, a GPU list that does not match this machine, or a CUDA-only route
+            where no GPU is visible.
+    """
+    from ..backends import ROUTES
+
+    devices = serving_devices(gpus)
+    route = route or default_route(devices)
+    if route not in ROUTES:
+        raise UserError(f"unknown route {route!r}; see performance_latency.py --list-routes")
+    if devices == ["cpu"] and ROUTES[route].cuda_only:
+        raise UserError(f"route {route} cannot start: it needs a CUDA GPU and none is visible")
+    return route, devices
