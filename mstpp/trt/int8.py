@@ -30,8 +30,7 @@ def activation_ranges(state: Mapping[str, torch.Tensor], weights: Mapping[str, n
     """{module: amax} for every convolution of ``weights``: read from the calibration ``cache`` file, or,
     when ``cache`` is None, calibrated now on the default images and saved to ``save_to`` first.
 
-    A calibration table that is "written when missing, reused when present" is
-    ``activation_ranges(state, weights, table if table.is_file() else None, table)``.
+    A calibration table that is written when missing and reused when present: :func:`calibration_table`.
 
     Raises:
         UserError: the cache is missing, unreadable, or lacks a convolution of ``weights``.
@@ -64,6 +63,6 @@ def calibration_table(state: Mapping[str, torch.Tensor], weights: Mapping[str, n
         UserError: the file is missing (``must_exist``), unreadable, or lacks a module of ``weights``.
     """
     table = Path(table)
-    if must_exist and not table.is_file():
-        raise UserError(f"calibration cache not found: {table} (make one with calibrator.py)")
-    return activation_ranges(state, weights, table if table.is_file() else None, table)
+    if table.is_file() or must_exist:  # a missing file is load_amax's one-line error
+        return activation_ranges(state, weights, table)
+    return activation_ranges(state, weights, None, table)
